@@ -1,0 +1,6 @@
+"""``python -m clowdr``."""
+import sys
+
+from clowdr.cli import main
+
+sys.exit(main())

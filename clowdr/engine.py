@@ -1,0 +1,307 @@
+"""One path for every launch: plan and validate, record the run, execute on a cluster, monitor to the end.
+
+Nothing is written before every input has been validated, and nothing is launched before the run's
+metadata is on disk, so a bad input leaves the provenance directory exactly as it was and a crash
+leaves a directory that ``share`` and ``--rerun`` can read.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clowdr import config
+from clowdr.clusters import cluster_kind, make_cluster
+from clowdr.errors import InputError, NotAvailableError
+from clowdr.monitor import Monitor, TaskState
+from clowdr.plan import Options, Tool, expand, group, load_json, load_tool
+from clowdr.progress import Progress
+from clowdr.provenance import RunDir, select_for_rerun
+from clowdr.worker import iso
+
+log = logging.getLogger("clowdr")
+
+
+@dataclass
+class LocalRequest:
+    """Everything ``clowdr local`` accepts (the same names as the original tool's options)."""
+
+    descriptor: str
+    invocation: str
+    provdir: str
+    verbose: bool = False
+    dev: bool = False
+    workdir: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    groupby: int | None = None
+    sweep: list[str] = field(default_factory=list)
+    setup: bool = False
+    cluster: str | None = None
+    clusterargs: str | None = None
+    jobname: str | None = None
+    simg: str | None = None
+    user: bool = False
+    rerun: str | None = None
+    run_id: str | None = None
+    s3: str | None = None
+    bids: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class Outcome:
+    run: RunDir
+    succeeded: int = 0
+    failed: int = 0
+    launched: bool = False
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.failed else 0
+
+
+@dataclass
+class Launch:
+    """A validated launch: the run directory, the tool, and task groups ready to submit."""
+
+    run: RunDir
+    tool: Tool
+    groups: list[list[TaskState]]
+    mode: str
+
+
+def check_options(req: LocalRequest) -> None:
+    """Option faults that need no file: one line each, before anything is read or written."""
+    for volume in req.volumes:
+        source, _, target = volume.partition(":")
+        if not source or not target:
+            raise InputError("--volumes", f"'{volume}' is not of the form /host/path:/container/path")
+    if req.groupby is not None and req.groupby < 1:
+        raise InputError("--groupby", f"must be a positive number of tasks, got {req.groupby}")
+    if req.rerun and not req.run_id:
+        raise InputError("--rerun", "needs --run_id, the run directory to rerun (YYYY-mm-dd_HH-MM-SS-XXXXXXXX)")
+    if req.run_id and not req.rerun:
+        raise InputError("--run_id", "only goes with --rerun all|failed|incomplete")
+    if req.clusterargs:
+        for pair in req.clusterargs.split(","):
+            key, sep, value = pair.partition(":")
+            if not sep or not key.strip() or not value.strip():
+                raise InputError("--clusterargs", f"'{pair}' is not a key:value pair (e.g. time:4:00,mem:2048)")
+    if req.s3:
+        raise NotAvailableError("--s3: staging data from S3 is not available yet in this version of clowdr")
+    if req.cluster and req.cluster != "local":
+        raise NotAvailableError(f"--cluster {req.cluster} is not available yet in this version of clowdr")
+
+
+def plan_launch(req: LocalRequest) -> Launch:
+    """Validate everything, then write the run's metadata. Raises InputError before any write."""
+    check_options(req)
+    if req.rerun:
+        return _plan_rerun(req)
+    tool = load_tool(req.descriptor)
+    tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, groupby=req.groupby or 1,
+                                                 dev=req.dev, s3=req.s3))
+    batches = group(tasks, req.groupby, req.dev)
+    run = RunDir.create(req.provdir)
+    descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+    taken = {descriptor_copy.name}
+    states = []
+    for batch in batches:
+        states.append([])
+        for task in batch:
+            name = run.unique_name(task.invocation_name, taken)
+            invocation_copy = run.meta / name
+            from clowdr.provenance import write_json
+
+            write_json(invocation_copy, task.invocation)
+            workdir = _workdir(req, run, task.index)
+            run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
+                                        "dataloc": task.dataloc, "taskloc": workdir})
+            states[-1].append(_state(run, task.index, 1, task.invocation, workdir))
+    _record_launch(run, req, tool, "new", states, first=True)
+    return Launch(run, tool, states, "new")
+
+
+def _plan_rerun(req: LocalRequest) -> Launch:
+    """Rerun chosen tasks of an earlier run (ours or the original tool's) with its descriptor and invocations."""
+    run = RunDir.open(req.provdir, req.run_id or "")
+    records = run.tasks()
+    if not records:
+        raise InputError(str(run.meta), "the run has no task files (task-N.json) to rerun")
+    first = records[0]
+    tool = load_tool(run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index)))
+    chosen = select_for_rerun(records, req.rerun or "all")
+    invocations = []
+    for record in chosen:
+        where = run.task_file(record.index)
+        path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", where)
+        invocations.append(tool.check_invocation(load_json(path, "invocation"), str(path)))
+    size = req.groupby or 1
+    batches = [list(zip(chosen, invocations))[i:i + size] for i in range(0, len(chosen), size)]
+    batches = batches[:1] if req.dev else batches
+    states = [[_state(run, rec.index, run.next_attempt(rec.index), inv, _workdir(req, run, rec.index))
+               for rec, inv in batch] for batch in batches]
+    _record_launch(run, req, tool, f"rerun-{req.rerun}", states, first=False)
+    return Launch(run, tool, states, f"rerun-{req.rerun}")
+
+
+def _workdir(req: LocalRequest, run: RunDir, index: int) -> str:
+    return str(Path(req.workdir).resolve()) if req.workdir else str(run.default_workdir(index))
+
+
+def _state(run: RunDir, index: int, attempt: int, invocation: dict[str, Any], workdir: str) -> TaskState:
+    spec = {"task": index, "attempt": attempt, "invocation": invocation, "workdir": workdir,
+            "stdout": str(run.file(index, "stdout.txt")), "stderr": str(run.file(index, "stderr.txt"))}
+    return TaskState(index, spec)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("clowdr", "boutiques", "dask", "distributed"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[TaskState]],
+                   first: bool) -> None:
+    options = {k: v for k, v in vars(req).items() if k != "command"}
+    launch = {"mode": mode, "start": iso(time.time()), "end": None, "command": req.command, "options": options,
+              "cluster": cluster_kind(req.cluster), "versions": _versions(),
+              "tasks": [t.index for g in groups for t in g], "groups": len(groups), "setup_only": req.setup}
+    data = run.read_run()
+    if first or not data:
+        data = {"run_id": run.run_id, "tool": tool.name, "descriptor": tool.path.name,
+                "start": launch["start"], "end": None, "launches": []}
+    data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")})
+    data["tasks"] = len(run.tasks()) if not first else launch["tasks"].__len__()
+    data["launches"].append(launch)
+    run.write_run(data)
+
+
+def _finish_launch(run: RunDir, outcome: Outcome, status: str) -> None:
+    data = run.read_run()
+    now = iso(time.time())
+    data["end"] = now
+    data["launches"][-1].update(end=now, status=status, succeeded=outcome.succeeded, failed=outcome.failed)
+    run.write_run(data)
+
+
+def execute(launch: Launch, verbose: bool = False) -> Outcome:
+    """Run every group as one Dask future and monitor it to the end."""
+    from distributed import Client
+
+    outcome = Outcome(launch.run, launched=True)
+    total = sum(len(g) for g in launch.groups)
+    cluster = make_cluster(launch_cluster(launch))
+    client = Client(cluster, set_as_default=False)
+    log.info("Dask dashboard: %s", client.dashboard_link)
+    context = {
+        "key": f"{launch.run.run_id}/{time.time()}",
+        "descriptor": launch.tool.descriptor,
+        "container": {"volumes": launch_option(launch, "volumes") or [], "user": bool(launch_option(launch, "user")),
+                      "simg": launch_option(launch, "simg"), "docker": config.get("container.docker"),
+                      "pull": config.get("container.pull")},
+        "topic": f"clowdr-{launch.run.run_id}",
+        "sampling": {"first-interval": config.get("monitor.first-interval"),
+                     "max-interval": config.get("monitor.max-interval")},
+    }
+    monitor = Monitor(launch.run, client, context, launch.groups, Progress(total),
+                      config.get("retries.worker-lost"), config.get("monitor.progress-refresh"))
+    status = "finished"
+    try:
+        monitor.start()
+        monitor.run_until_done()
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        for state in monitor.tasks.values():
+            if state.summary is not None:
+                if state.summary["status"] == "succeeded":
+                    outcome.succeeded += 1
+                else:
+                    outcome.failed += 1
+        client.close()
+        cluster.close()
+        _finish_launch(launch.run, outcome, status)
+    return outcome
+
+
+def launch_option(launch: Launch, name: str) -> Any:
+    return launch.run.read_run()["launches"][-1]["options"].get(name)
+
+
+def launch_cluster(launch: Launch) -> str | None:
+    return launch_option(launch, "cluster")
+
+
+def run_local(req: LocalRequest) -> Outcome:
+    """``clowdr local``: plan, record, and (unless --setup) execute."""
+    launch = plan_launch(req)
+    if req.setup:
+        return Outcome(launch.run)
+    return execute(launch, req.verbose)
+
+
+def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str | None = None,
+                   volumes: list[str] | None = None) -> Outcome:
+    """``clowdr task``: run task files of any run (ours or the original tool's) here, in this process.
+
+    Records go to the task's own run as a new attempt, or, with ``provdir``, to a new run there.
+    """
+    from clowdr.command import CommandBuilder, ContainerOptions
+    from clowdr.monitor import write_record
+    from clowdr.provenance import TASK_FILE, write_json
+    from clowdr.worker import run_task
+
+    check_options(LocalRequest("", "", "", volumes=list(volumes or [])))
+    jobs = []
+    for name in tasklist:
+        path = Path(name)
+        match = TASK_FILE.match(path.name)
+        if not match:
+            raise InputError(name, "not a task file (expected a file named task-N.json)")
+        definition = load_json(path, "task file")
+        if not isinstance(definition, dict):
+            raise InputError(name, "task file is not a JSON object")
+        source = RunDir.of_meta(path.parent.resolve())
+        tool = load_tool(source.local_copy(str(definition.get("tool", "")), "tool", path))
+        invocation_path = source.local_copy(str(definition.get("invocation", "")), "invocation", path)
+        invocation = tool.check_invocation(load_json(invocation_path, "invocation"), str(invocation_path))
+        jobs.append((int(match.group(1)), definition, source, tool, invocation_path, invocation))
+    target = RunDir.create(provdir) if provdir else None
+    outcome = Outcome(target or jobs[0][2], launched=True)
+    sampling = {"first-interval": config.get("monitor.first-interval"),
+                "max-interval": config.get("monitor.max-interval")}
+    for index, definition, source, tool, invocation_path, invocation in jobs:
+        run = target or source
+        if target is not None:
+            descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+            write_json(run.meta / invocation_path.name, invocation)
+            definition = dict(definition, tool=str(descriptor_copy), invocation=str(run.meta / invocation_path.name))
+        task_dir = str(Path(workdir).resolve()) if workdir else str(run.default_workdir(index))
+        run.write_task(index, dict(definition, taskloc=task_dir))
+        state = _state(run, index, run.next_attempt(index), invocation, task_dir)
+        builder = CommandBuilder(tool.descriptor, ContainerOptions(volumes=list(volumes or []),
+                                                                   docker=config.get("container.docker"),
+                                                                   pull=config.get("container.pull")))
+
+        def emit(message: dict[str, Any], run: RunDir = run, index: int = index) -> None:
+            if message["kind"] == "usage":
+                run.append_usage(index, message["rows"])
+
+        state.submit_time = time.time()
+        write_record(run, state, run_task(state.spec, builder, emit, sampling))
+        if state.summary and state.summary["status"] == "succeeded":
+            outcome.succeeded += 1
+        else:
+            outcome.failed += 1
+    return outcome

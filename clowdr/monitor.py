@@ -1,0 +1,192 @@
+"""The client-side monitor: streams what workers report into the provenance directory as it happens.
+
+Workers send Dask events (task started, usage rows, task ended); future callbacks say when a group's
+future is over. Both land in one queue that a single loop drains, so the Dask event loop is never
+blocked by file I/O and every provenance write happens in one place. A group whose worker vanished is
+resubmitted (new attempt number, earlier attempt archived) up to the configured limit.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clowdr.progress import Progress
+from clowdr.provenance import RunDir
+from clowdr.worker import iso, run_group
+
+log = logging.getLogger("clowdr")
+# Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
+ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
+
+
+@dataclass
+class TaskState:
+    """A task as the monitor sees it."""
+
+    index: int
+    spec: dict[str, Any]
+    submit_time: float = 0.0
+    running: bool = False
+    summary: dict[str, Any] | None = None
+    history: list[str] = field(default_factory=list)   # why earlier attempts of this launch ended
+
+    @property
+    def attempt(self) -> int:
+        return int(self.spec["attempt"])
+
+
+class Monitor:
+    """Submits task groups, records their results, resubmits lost ones; ``run()`` returns when all are final."""
+
+    def __init__(self, run: RunDir, client: Any, context: dict[str, Any], groups: list[list[TaskState]],
+                 progress: Progress, worker_lost_retries: int, refresh: float) -> None:
+        self.run = run
+        self.client = client
+        self.context = context
+        self.groups = groups
+        self.progress = progress
+        self.retries = worker_lost_retries
+        self.refresh = refresh
+        self.tasks = {t.index: t for group in groups for t in group}
+        self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._context_future: Any = None
+        self._futures: dict[str, Any] = {}
+        self._submitted = 0
+
+    # -- Dask side: only enqueue, never block the event loop ------------------------------------
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        self.queue.put(("event", event[1]))
+
+    def _on_done(self, future: Any) -> None:
+        self.queue.put(("done", future))
+
+    # -- submission -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.client.subscribe_topic(self.context["topic"], self._on_event)
+        [self._context_future] = self.client.scatter([self.context], broadcast=True, hash=False)
+        self._submit(self.groups)
+
+    def _submit(self, groups: list[list[TaskState]]) -> None:
+        now = time.time()
+        keys = []
+        for group in groups:
+            self._submitted += 1
+            for task in group:
+                task.submit_time = now
+                task.running = False
+            keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{group[0].index}-attempt-{group[0].attempt}")
+        futures = self.client.map(run_group, [[t.spec for t in g] for g in groups], context=self._context_future,
+                                  key=keys, pure=False)
+        for future, group in zip(futures, groups):
+            self._futures[future.key] = (future, group)
+            future.add_done_callback(self._on_done)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run_until_done(self) -> None:
+        pending = {i for i, t in self.tasks.items() if t.summary is None}
+        while pending:
+            try:
+                kind, item = self.queue.get(timeout=self.refresh)
+            except queue.Empty:
+                self._draw()
+                continue
+            if kind == "event":
+                self._handle_event(item)
+            else:
+                self._handle_done(item)
+            pending = {i for i in pending if self.tasks[i].summary is None}
+            self._draw()
+        self.client.unsubscribe_topic(self.context["topic"])
+        self.progress.close()
+
+    def _draw(self) -> None:
+        done = failed = running = 0
+        for task in self.tasks.values():
+            if task.summary is None:
+                running += task.running
+            elif task.summary["status"] == "succeeded":
+                done += 1
+            else:
+                failed += 1
+        self.progress.update(done, failed, running)
+
+    def _current(self, message: dict[str, Any]) -> TaskState | None:
+        task = self.tasks.get(message["task"])
+        if task is None or task.attempt != message["attempt"] or task.summary is not None:
+            return None
+        return task
+
+    def _handle_event(self, message: dict[str, Any]) -> None:
+        task = self._current(message)
+        if task is None:
+            return
+        if message["kind"] == "start":
+            task.running = True
+            log.info("task %d attempt %d started on %s", task.index, task.attempt, message["worker"])
+        elif message["kind"] == "usage":
+            self.run.append_usage(task.index, message["rows"])
+        elif message["kind"] == "end":
+            write_record(self.run, task, message["record"])
+
+    def _handle_done(self, future: Any) -> None:
+        _, group = self._futures.pop(future.key)
+        unrecorded = [t for t in group if t.summary is None and self.tasks[t.index] is t]
+        if not unrecorded:
+            return
+        if future.status == "finished":
+            for record in future.result():
+                task = self._current(record)
+                if task is not None:
+                    write_record(self.run, task, record)
+            return
+        failure, message = _classify(future)
+        retry = [t for t in unrecorded if failure == "worker-lost" and len(t.history) < self.retries]
+        for task in unrecorded:
+            if task in retry:
+                log.warning("task %d attempt %d: %s; submitting it again", task.index, task.attempt, message)
+                task.history.append(message)
+                task.spec = dict(task.spec, attempt=self.run.next_attempt(task.index))
+            else:
+                write_record(self.run, task, {"task": task.index, "attempt": task.attempt, "status": "failed",
+                                   "failure": failure, "error": message, "exitcode": None,
+                                   "end_time": iso(time.time()), "usage": []})
+        if retry:
+            self._submit([retry])
+
+def write_record(run: RunDir, task: TaskState, record: dict[str, Any]) -> None:
+    """Write the usage series and the summary of a finished attempt (atomically, usage first)."""
+    n = task.index
+    rows = record.pop("usage", [])
+    run.write_usage(n, rows)
+    summary = dict(ORIGINAL_KEYS)
+    summary.update(record)
+    summary.update(
+        submit_time=iso(task.submit_time) if task.submit_time else summary.get("start_time"),
+        stdout=str(run.file(n, "stdout.txt")), stderr=str(run.file(n, "stderr.txt")),
+        usage=str(run.file(n, "usage.csv")),
+    )
+    if task.history:
+        summary["previous_attempts_ended"] = list(task.history)
+    for name in ("stdout.txt", "stderr.txt"):
+        path = run.file(n, name)
+        if not path.exists():
+            path.touch()
+    run.write_summary(n, summary)
+    task.summary = summary
+    task.running = False
+    log.info("task %d attempt %d %s (exit code %s, %.3f s)", n, task.attempt, summary["status"],
+             summary.get("exitcode"), summary.get("realtime") or 0.0)
+
+
+def _classify(future: Any) -> tuple[str, str]:
+    """One failure class for a group future that did not finish."""
+    if future.status == "cancelled":
+        return "cancelled", "the task was cancelled"
+    exception = future.exception()
+    name = type(exception).__name__
+    if name == "KilledWorker":
+        return "worker-lost", f"worker lost while the task ran ({exception})"
+    return "clowdr-error", f"{name}: {exception}"

@@ -1,0 +1,231 @@
+"""The provenance directory: the original tool's layout and file names, richer content, atomic writes.
+
+    <provdir>/<YYYY-mm-dd_HH-MM-SS>-<8 chars>/clowdr/
+        run.json, <descriptor copy>, <invocation copies>, task-N.json,
+        task-N-summary.json, task-N-usage.csv, task-N-stdout.txt, task-N-stderr.txt   (the current attempt)
+        attempts/task-N/attempt-K/{summary.json, usage.csv, stdout.txt, stderr.txt}   (earlier attempts)
+    <provdir>/<run id>/work/task-N/      (default working directory of task N)
+
+Every JSON and CSV file is written to a temporary name and renamed, so a reader (``share``, ``--rerun``)
+never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
+found by name relative to the directory being read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from clowdr.errors import InputError
+from clowdr.sampling import COLUMNS
+
+RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
+TASK_FILE = re.compile(r"^task-(\d+)\.json$")
+RESERVED = re.compile(r"^(task-\d+.*|run\.json|clowdr-summary\.json)$")
+LOG_KINDS = ("summary.json", "usage.csv", "stdout.txt", "stderr.txt")
+
+
+def new_run_id() -> str:
+    """``YYYY-mm-dd_HH-MM-SS-XXXXXXXX`` as the original tool names runs."""
+    suffix = "".join(random.SystemRandom().choices(string.ascii_uppercase + string.digits, k=8))
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{suffix}"
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file under a temporary name in the same directory, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON file, or None when it is absent or unreadable (a partial run is a normal thing to read)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def usage_csv(rows: Iterable[Iterable[Any]]) -> str:
+    return ",".join(COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+
+@dataclass
+class TaskRecord:
+    """What the directory says about one task (ours or the original tool's)."""
+
+    index: int
+    definition: dict[str, Any]
+    summary: dict[str, Any] | None
+
+
+class RunDir:
+    """One run: ``<provdir>/<run id>``, its ``clowdr/`` metadata directory and its task working directories."""
+
+    def __init__(self, root: Path, meta: Path | None = None) -> None:
+        self.root = root
+        self.meta = meta or root / "clowdr"
+        self.run_id = root.name
+
+    @classmethod
+    def of_meta(cls, meta: Path) -> "RunDir":
+        """The run whose metadata directory is ``meta`` (``clowdr/`` in every layout we write)."""
+        return cls(meta.parent, meta)
+
+    # -- creating and opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, provdir: str | Path) -> "RunDir":
+        base = existing_provdir(provdir)
+        while True:
+            run = cls(base / new_run_id())
+            try:
+                run.meta.mkdir(parents=True)
+                return run
+            except FileExistsError:
+                continue
+
+    @classmethod
+    def open(cls, provdir: str | Path, run_id: str) -> "RunDir":
+        base = existing_provdir(provdir)
+        run = cls(base / run_id)
+        if not run_id or "/" in run_id or run_id in (".", "..") or not run.meta.is_dir():
+            raise InputError("--run_id", f"no run '{run_id}' in {base} (expected a directory {base}/{run_id}/clowdr)")
+        return run
+
+    # -- file names -----------------------------------------------------------------------------
+    def task_file(self, n: int) -> Path:
+        return self.meta / f"task-{n}.json"
+
+    def file(self, n: int, kind: str) -> Path:
+        """``task-N-summary.json``, ``task-N-usage.csv``, ``task-N-stdout.txt`` or ``task-N-stderr.txt``."""
+        return self.meta / f"task-{n}-{kind}"
+
+    def default_workdir(self, n: int) -> Path:
+        return self.root / "work" / f"task-{n}"
+
+    def attempts_dir(self, n: int) -> Path:
+        return self.meta / "attempts" / f"task-{n}"
+
+    # -- writing ----------------------------------------------------------------------------------
+    def write_run(self, data: dict[str, Any]) -> None:
+        write_json(self.meta / "run.json", data)
+
+    def read_run(self) -> dict[str, Any]:
+        return read_json(self.meta / "run.json") or {}
+
+    def copy_descriptor(self, source: Path, descriptor: dict[str, Any]) -> Path:
+        target = self.meta / source.name
+        write_json(target, descriptor)
+        return target
+
+    def unique_name(self, wanted: str, taken: set[str]) -> str:
+        """A file name for an invocation copy that clashes with nothing clowdr writes."""
+        name, number = wanted, 0
+        while name in taken or RESERVED.match(name):
+            number += 1
+            name = f"invocation-{number}-{wanted}"
+        taken.add(name)
+        return name
+
+    def write_task(self, n: int, definition: dict[str, Any]) -> None:
+        write_json(self.task_file(n), definition)
+
+    def write_summary(self, n: int, summary: dict[str, Any]) -> None:
+        write_json(self.file(n, "summary.json"), summary)
+
+    def write_usage(self, n: int, rows: list[list[Any]]) -> None:
+        write_atomic(self.file(n, "usage.csv"), usage_csv(rows))
+
+    def append_usage(self, n: int, rows: list[list[Any]]) -> None:
+        """Grow a running task's usage file: whole lines in one write, the header first."""
+        path = self.file(n, "usage.csv")
+        text = "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+        with open(path, "a") as handle:
+            if handle.tell() == 0:
+                text = ",".join(COLUMNS) + "\n" + text
+            handle.write(text)
+
+    # -- attempts -------------------------------------------------------------------------------
+    def next_attempt(self, n: int) -> int:
+        """Move the task's current files (if any) into its attempt history; return the new attempt number."""
+        history = self.attempts_dir(n)
+        archived = [int(p.name.split("-")[1]) for p in history.glob("attempt-*") if p.name.split("-")[1].isdigit()]
+        last = max(archived, default=0)
+        summary = read_json(self.file(n, "summary.json"))
+        present = [kind for kind in LOG_KINDS if self.file(n, kind).exists()]
+        if not present:
+            return last + 1
+        current = int(summary.get("attempt", last + 1)) if isinstance(summary, dict) else last + 1
+        current = max(current, last + 1)
+        target = history / f"attempt-{current}"
+        target.mkdir(parents=True, exist_ok=True)
+        for kind in present:
+            os.replace(self.file(n, kind), target / kind)
+        return current + 1
+
+    def attempt_history(self, n: int) -> list[dict[str, Any]]:
+        """Summaries of every earlier attempt of task N, oldest first."""
+        history = self.attempts_dir(n)
+        found = []
+        for directory in sorted(history.glob("attempt-*"), key=lambda p: int(p.name.split("-")[1])):
+            summary = read_json(directory / "summary.json")
+            found.append(summary if isinstance(summary, dict) else {"attempt": int(directory.name.split("-")[1])})
+        return found
+
+    # -- reading (ours or the original tool's) ----------------------------------------------------
+    def tasks(self) -> list[TaskRecord]:
+        """Every task of the run, in task order, with its current summary if it has one."""
+        records = []
+        for entry in os.scandir(self.meta):
+            match = TASK_FILE.match(entry.name)
+            if not match:
+                continue
+            n = int(match.group(1))
+            definition = read_json(Path(entry.path))
+            if not isinstance(definition, dict):
+                raise InputError(entry.path, "task file is not a JSON object")
+            summary = read_json(self.file(n, "summary.json"))
+            records.append(TaskRecord(n, definition, summary if isinstance(summary, dict) else None))
+        return sorted(records, key=lambda r: r.index)
+
+    def local_copy(self, recorded_path: str, field: str, where: Path) -> Path:
+        """A path recorded by (possibly) another machine, found by its name in this run's metadata directory."""
+        candidate = self.meta / Path(recorded_path).name
+        if candidate.is_file():
+            return candidate
+        raise InputError(str(where), f"field '{field}': {Path(recorded_path).name} is not in {self.meta}")
+
+
+def existing_provdir(provdir: str | Path) -> Path:
+    path = Path(provdir).expanduser()
+    if not path.is_dir():
+        raise InputError(str(provdir), "provenance directory does not exist (create it first)")
+    return path.resolve()
+
+
+def select_for_rerun(records: list[TaskRecord], mode: str) -> list[TaskRecord]:
+    """all; failed (a summary whose status is failed or exit code non-zero); incomplete (no summary yet)."""
+    if mode == "all":
+        return records
+    if mode == "failed":
+        return [r for r in records if r.summary is not None and _failed(r.summary)]
+    if mode == "incomplete":
+        return [r for r in records if r.summary is None]
+    raise InputError("--rerun", f"unknown mode '{mode}' (all, failed or incomplete)")
+
+
+def _failed(summary: dict[str, Any]) -> bool:
+    if "status" in summary:
+        return summary["status"] != "succeeded"
+    return summary.get("exitcode") != 0
