@@ -159,7 +159,6 @@ def main(args: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("distributed").setLevel(logging.ERROR)   # Dask's own chatter is not the user's business
     logging.getLogger("clowdr").setLevel(logging.INFO if getattr(namespace, "verbose", False) else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = namespace.func
     from clowdr.errors import ClowdrError

@@ -16,7 +16,9 @@ def cluster_kind(cluster: str | None) -> str:
 def make_cluster(cluster: str | None) -> Any:
     """Start the cluster the user asked for (a LocalCluster unless told otherwise)."""
     import dask.config
+    import distributed  # noqa: F401 - imported first: it resets its loggers to INFO on import
 
+    logging.getLogger("distributed").setLevel(logging.ERROR)   # Dask's chatter would drown clowdr's own messages
     kind = cluster_kind(cluster)
     dask.config.set({"distributed.scheduler.allowed-failures": config.get("scheduler.allowed-failures")})
     if kind == "local":

@@ -167,7 +167,7 @@ class CommandBuilder:
         options = " ".join(con.get("container-opts") or [])
         options = options + " " if options else ""
         if kind == "docker":
-            cidfile = os.path.join(private_dir, f"{os.getpid()}-{millis}-{random.randrange(1 << 30)}.cid")
+            cidfile = os.path.join(private_dir, f"clowdr-{os.getpid()}-{millis}-{random.randrange(1 << 30)}.cid")
             user = " -u $(id -u):$(id -g)" if self.container.user else ""
             env_opts = "".join(f" -e {k}='{v}'" for k, v in env.items())
             launch = (f"{binary} run{user} --pull={self.container.pull} --cidfile={cidfile} --entrypoint={self.shell}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from clowdr import config
 from clowdr.clusters import cluster_kind, make_cluster
 from clowdr.errors import InputError, NotAvailableError
 from clowdr.monitor import Monitor, TaskState
-from clowdr.plan import Options, Tool, expand, group, load_json, load_tool
+from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
-from clowdr.provenance import RunDir, select_for_rerun
+from clowdr.provenance import RunDir, select_for_rerun, write_json
 from clowdr.worker import iso
 
 log = logging.getLogger("clowdr")
@@ -64,13 +65,24 @@ class Outcome:
 
 
 @dataclass
+class Planned:
+    """A request whose every input has been validated; nothing written yet."""
+
+    req: LocalRequest
+    tool: Tool
+    batches: list[list[TaskPlan]]
+    rerun: RunDir | None = None
+
+
+@dataclass
 class Launch:
-    """A validated launch: the run directory, the tool, and task groups ready to submit."""
+    """A recorded launch: the run directory, the tool, and task groups ready to submit."""
 
     run: RunDir
     tool: Tool
     groups: list[list[TaskState]]
     mode: str
+    req: LocalRequest
 
 
 def check_options(req: LocalRequest) -> None:
@@ -96,56 +108,58 @@ def check_options(req: LocalRequest) -> None:
         raise NotAvailableError(f"--cluster {req.cluster} is not available yet in this version of clowdr")
 
 
-def plan_launch(req: LocalRequest) -> Launch:
-    """Validate everything, then write the run's metadata. Raises InputError before any write."""
+def validate(req: LocalRequest) -> Planned:
+    """Check every option and input; read, never write. Raises InputError on the first fault."""
     check_options(req)
     if req.rerun:
-        return _plan_rerun(req)
+        return _validate_rerun(req)
     tool = load_tool(req.descriptor)
     tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, groupby=req.groupby or 1,
                                                  dev=req.dev, s3=req.s3))
-    batches = group(tasks, req.groupby, req.dev)
-    run = RunDir.create(req.provdir)
-    descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
-    taken = {descriptor_copy.name}
-    states = []
-    for batch in batches:
-        states.append([])
-        for task in batch:
-            name = run.unique_name(task.invocation_name, taken)
-            invocation_copy = run.meta / name
-            from clowdr.provenance import write_json
-
-            write_json(invocation_copy, task.invocation)
-            workdir = _workdir(req, run, task.index)
-            run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
-                                        "dataloc": task.dataloc, "taskloc": workdir})
-            states[-1].append(_state(run, task.index, 1, task.invocation, workdir))
-    _record_launch(run, req, tool, "new", states, first=True)
-    return Launch(run, tool, states, "new")
+    return Planned(req, tool, group(tasks, req.groupby, req.dev))
 
 
-def _plan_rerun(req: LocalRequest) -> Launch:
-    """Rerun chosen tasks of an earlier run (ours or the original tool's) with its descriptor and invocations."""
+def _validate_rerun(req: LocalRequest) -> Planned:
+    """The chosen tasks of an earlier run (ours or the original tool's), with its descriptor and invocations."""
     run = RunDir.open(req.provdir, req.run_id or "")
     records = run.tasks()
     if not records:
         raise InputError(str(run.meta), "the run has no task files (task-N.json) to rerun")
     first = records[0]
     tool = load_tool(run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index)))
-    chosen = select_for_rerun(records, req.rerun or "all")
-    invocations = []
-    for record in chosen:
-        where = run.task_file(record.index)
-        path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", where)
-        invocations.append(tool.check_invocation(load_json(path, "invocation"), str(path)))
-    size = req.groupby or 1
-    batches = [list(zip(chosen, invocations))[i:i + size] for i in range(0, len(chosen), size)]
-    batches = batches[:1] if req.dev else batches
-    states = [[_state(run, rec.index, run.next_attempt(rec.index), inv, _workdir(req, run, rec.index))
-               for rec, inv in batch] for batch in batches]
-    _record_launch(run, req, tool, f"rerun-{req.rerun}", states, first=False)
-    return Launch(run, tool, states, f"rerun-{req.rerun}")
+    tasks = []
+    for record in select_for_rerun(records, req.rerun or "all"):
+        path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
+        invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
+        tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
+    return Planned(req, tool, group(tasks, req.groupby, req.dev), rerun=run)
+
+
+def record(planned: Planned) -> Launch:
+    """Write the run's metadata (or, for a rerun, move current attempts into the history) before launching."""
+    req, tool = planned.req, planned.tool
+    if planned.rerun is not None:
+        run = planned.rerun
+        states = [[_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
+                   for t in batch] for batch in planned.batches]
+        mode = f"rerun-{req.rerun}"
+    else:
+        run = RunDir.create(req.provdir)
+        descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+        taken = {descriptor_copy.name}
+        states = []
+        for batch in planned.batches:
+            states.append([])
+            for task in batch:
+                invocation_copy = run.meta / run.unique_name(task.invocation_name, taken)
+                write_json(invocation_copy, task.invocation)
+                workdir = _workdir(req, run, task.index)
+                run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
+                                            "dataloc": task.dataloc, "taskloc": workdir})
+                states[-1].append(_state(run, task.index, 1, task.invocation, workdir))
+        mode = "new"
+    _record_launch(run, req, tool, mode, states, first=planned.rerun is None)
+    return Launch(run, tool, states, mode, req)
 
 
 def _workdir(req: LocalRequest, run: RunDir, index: int) -> str:
@@ -194,20 +208,19 @@ def _finish_launch(run: RunDir, outcome: Outcome, status: str) -> None:
     run.write_run(data)
 
 
-def execute(launch: Launch, verbose: bool = False) -> Outcome:
-    """Run every group as one Dask future and monitor it to the end."""
+def execute(launch: Launch, cluster: Any) -> Outcome:
+    """Run every group as one Dask future on ``cluster`` and monitor it to the end; close the cluster."""
     from distributed import Client
 
     outcome = Outcome(launch.run, launched=True)
     total = sum(len(g) for g in launch.groups)
-    cluster = make_cluster(launch_cluster(launch))
     client = Client(cluster, set_as_default=False)
     log.info("Dask dashboard: %s", client.dashboard_link)
     context = {
         "key": f"{launch.run.run_id}/{time.time()}",
         "descriptor": launch.tool.descriptor,
-        "container": {"volumes": launch_option(launch, "volumes") or [], "user": bool(launch_option(launch, "user")),
-                      "simg": launch_option(launch, "simg"), "docker": config.get("container.docker"),
+        "container": {"volumes": launch.req.volumes, "user": launch.req.user,
+                      "simg": launch.req.simg, "docker": config.get("container.docker"),
                       "pull": config.get("container.pull")},
         "topic": f"clowdr-{launch.run.run_id}",
         "sampling": {"first-interval": config.get("monitor.first-interval"),
@@ -223,32 +236,27 @@ def execute(launch: Launch, verbose: bool = False) -> Outcome:
         status = "interrupted"
         raise
     finally:
-        for state in monitor.tasks.values():
-            if state.summary is not None:
-                if state.summary["status"] == "succeeded":
-                    outcome.succeeded += 1
-                else:
-                    outcome.failed += 1
+        outcome.succeeded, outcome.failed = monitor.succeeded, monitor.failed
         client.close()
         cluster.close()
         _finish_launch(launch.run, outcome, status)
     return outcome
 
 
-def launch_option(launch: Launch, name: str) -> Any:
-    return launch.run.read_run()["launches"][-1]["options"].get(name)
-
-
-def launch_cluster(launch: Launch) -> str | None:
-    return launch_option(launch, "cluster")
-
-
 def run_local(req: LocalRequest) -> Outcome:
     """``clowdr local``: plan, record, and (unless --setup) execute."""
-    launch = plan_launch(req)
+    planned = validate(req)
     if req.setup:
-        return Outcome(launch.run)
-    return execute(launch, req.verbose)
+        return Outcome(record(planned).run)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The cluster starts (workers importing Dask) while the run's metadata is written.
+        starting = pool.submit(make_cluster, req.cluster)
+        try:
+            launch = record(planned)
+        except BaseException:
+            starting.result().close()
+            raise
+        return execute(launch, starting.result())
 
 
 def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str | None = None,
@@ -259,7 +267,7 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
     """
     from clowdr.command import CommandBuilder, ContainerOptions
     from clowdr.monitor import write_record
-    from clowdr.provenance import TASK_FILE, write_json
+    from clowdr.provenance import TASK_FILE
     from clowdr.worker import run_task
 
     check_options(LocalRequest("", "", "", volumes=list(volumes or [])))

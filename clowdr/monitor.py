@@ -29,7 +29,6 @@ class TaskState:
     index: int
     spec: dict[str, Any]
     submit_time: float = 0.0
-    running: bool = False
     summary: dict[str, Any] | None = None
     history: list[str] = field(default_factory=list)   # why earlier attempts of this launch ended
 
@@ -55,6 +54,9 @@ class Monitor:
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
         self._submitted = 0
+        self.running: set[int] = set()
+        self.remaining = len(self.tasks)
+        self.succeeded = self.failed = 0
 
     # -- Dask side: only enqueue, never block the event loop ------------------------------------
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -76,7 +78,7 @@ class Monitor:
             self._submitted += 1
             for task in group:
                 task.submit_time = now
-                task.running = False
+                self.running.discard(task.index)
             keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{group[0].index}-attempt-{group[0].attempt}")
         futures = self.client.map(run_group, [[t.spec for t in g] for g in groups], context=self._context_future,
                                   key=keys, pure=False)
@@ -86,32 +88,32 @@ class Monitor:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run_until_done(self) -> None:
-        pending = {i for i, t in self.tasks.items() if t.summary is None}
-        while pending:
+        self.remaining = sum(1 for t in self.tasks.values() if t.summary is None)
+        next_draw = 0.0
+        while self.remaining:
             try:
                 kind, item = self.queue.get(timeout=self.refresh)
             except queue.Empty:
-                self._draw()
-                continue
+                kind = "tick"
             if kind == "event":
                 self._handle_event(item)
-            else:
+            elif kind == "done":
                 self._handle_done(item)
-            pending = {i for i in pending if self.tasks[i].summary is None}
-            self._draw()
+            if time.monotonic() >= next_draw:
+                self.progress.update(self.succeeded, self.failed, len(self.running))
+                next_draw = time.monotonic() + self.refresh
+        self.progress.update(self.succeeded, self.failed, len(self.running))
         self.client.unsubscribe_topic(self.context["topic"])
         self.progress.close()
 
-    def _draw(self) -> None:
-        done = failed = running = 0
-        for task in self.tasks.values():
-            if task.summary is None:
-                running += task.running
-            elif task.summary["status"] == "succeeded":
-                done += 1
-            else:
-                failed += 1
-        self.progress.update(done, failed, running)
+    def _finish(self, task: TaskState, record: dict[str, Any]) -> None:
+        write_record(self.run, task, record)
+        self.running.discard(task.index)
+        self.remaining -= 1
+        if task.summary and task.summary["status"] == "succeeded":
+            self.succeeded += 1
+        else:
+            self.failed += 1
 
     def _current(self, message: dict[str, Any]) -> TaskState | None:
         task = self.tasks.get(message["task"])
@@ -124,12 +126,12 @@ class Monitor:
         if task is None:
             return
         if message["kind"] == "start":
-            task.running = True
+            self.running.add(task.index)
             log.info("task %d attempt %d started on %s", task.index, task.attempt, message["worker"])
         elif message["kind"] == "usage":
             self.run.append_usage(task.index, message["rows"])
         elif message["kind"] == "end":
-            write_record(self.run, task, message["record"])
+            self._finish(task, message["record"])
 
     def _handle_done(self, future: Any) -> None:
         _, group = self._futures.pop(future.key)
@@ -140,7 +142,7 @@ class Monitor:
             for record in future.result():
                 task = self._current(record)
                 if task is not None:
-                    write_record(self.run, task, record)
+                    self._finish(task, record)
             return
         failure, message = _classify(future)
         retry = [t for t in unrecorded if failure == "worker-lost" and len(t.history) < self.retries]
@@ -150,7 +152,7 @@ class Monitor:
                 task.history.append(message)
                 task.spec = dict(task.spec, attempt=self.run.next_attempt(task.index))
             else:
-                write_record(self.run, task, {"task": task.index, "attempt": task.attempt, "status": "failed",
+                self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",
                                    "failure": failure, "error": message, "exitcode": None,
                                    "end_time": iso(time.time()), "usage": []})
         if retry:
@@ -176,7 +178,6 @@ def write_record(run: RunDir, task: TaskState, record: dict[str, Any]) -> None:
             path.touch()
     run.write_summary(n, summary)
     task.summary = summary
-    task.running = False
     log.info("task %d attempt %d %s (exit code %s, %.3f s)", n, task.attempt, summary["status"],
              summary.get("exitcode"), summary.get("realtime") or 0.0)
 

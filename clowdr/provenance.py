@@ -39,9 +39,12 @@ def new_run_id() -> str:
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a whole file under a temporary name in the same directory, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

@@ -116,7 +116,7 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
     env = dict(os.environ, **prepared.env) if prepared.env else None
     task, attempt = spec["task"], spec["attempt"]
     gnu_time = None if prepared.cidfile else _gnu_time()
-    rss_file = os.path.join(_private_dir(), f"task-{task}-{attempt}-{time.monotonic_ns()}.rss")
+    rss_file = os.path.join(_private_dir(), f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}.rss")
     argv: str | list[str] = prepared.launch
     if gnu_time:
         argv = [gnu_time, "-f", "%M", "-o", rss_file, "/bin/sh", "-c", prepared.launch]
@@ -203,10 +203,8 @@ def _container_figures(sampler: Sampler, sampled_peak: int | None, realtime: flo
 
 
 def _private_dir() -> str:
-    """Scratch space of this worker process for clowdr's own files (container id files)."""
-    path = os.path.join(tempfile.gettempdir(), f"clowdr-worker-{os.getpid()}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    """Where clowdr's own small scratch files go (uniquely named, deleted after use): memory where possible."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 
 
 def _cleanup(*paths: str | None) -> None:
