@@ -87,6 +87,9 @@ def load_tool(path: str | Path) -> Tool:
     descriptor = load_json(path, "descriptor")
     if not isinstance(descriptor, dict):
         raise InputError(str(path), "a descriptor must be a JSON object")
+    schema_error = _first_error(_descriptor_schema_validator(), descriptor)
+    if schema_error is not None:
+        raise InputError(str(path), f"not a valid Boutiques descriptor: {schema_error}")
     try:
         validate_descriptor(copy.deepcopy(descriptor))
     except (DescriptorValidationError, jsonschema.ValidationError) as exc:
@@ -95,6 +98,15 @@ def load_tool(path: str | Path) -> Tool:
     schema = descriptor.get("invocation-schema") or generateInvocationSchema(descriptor)
     validator_class = jsonschema.validators.validator_for(schema)
     return Tool(path=path, descriptor=descriptor, _validator=validator_class(schema))
+
+
+def _descriptor_schema_validator() -> Any:
+    """Boutiques' own descriptor schema, for a first error that names its field."""
+    import boutiques
+    import jsonschema
+
+    schema = json.loads((Path(boutiques.__file__).parent / "schema" / "descriptor.schema.json").read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 @dataclass

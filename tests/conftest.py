@@ -1,0 +1,107 @@
+"""Shared fixtures: real runs of the real CLI, real tools, and a real Docker engine started by our own script."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLES = ROOT / "examples"
+SCRIPTS = ROOT / "scripts"
+
+
+@dataclass
+class Result:
+    """A finished ``clowdr`` command: exit status, output, and the run it wrote (if any)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def meta(self) -> Path:
+        """The run's clowdr/ directory, as printed on stdout."""
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert lines, f"no run directory printed; stderr: {self.stderr}"
+        return Path(lines[-1])
+
+    def summary(self, n: int) -> dict[str, Any]:
+        return json.loads((self.meta / f"task-{n}-summary.json").read_text())
+
+    def summaries(self) -> dict[int, dict[str, Any]]:
+        found = {}
+        for path in self.meta.glob("task-*-summary.json"):
+            found[int(path.name.split("-")[1])] = json.loads(path.read_text())
+        return found
+
+
+def run_clowdr(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+    """Run the real CLI in a new process (``python -m clowdr``), as a user would."""
+    done = subprocess.run([sys.executable, "-m", "clowdr", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def clowdr():
+    return run_clowdr
+
+
+@pytest.fixture
+def provdir(tmp_path: Path) -> Path:
+    path = tmp_path / "prov"
+    path.mkdir()
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def invocations(tmp_path: Path):
+    """Write invocation files: ``invocations({"a.json": {...}, ...})`` returns their directory."""
+    def make(files: dict[str, Any], name: str = "invocations") -> Path:
+        directory = tmp_path / name
+        for file_name, content in files.items():
+            write_json(directory / file_name, content)
+        return directory
+    return make
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """A real Docker engine on a private socket with the local busybox image, from scripts/docker-up.sh.
+
+    Started once for the session and stopped at its end by its own pid (only if this session started it).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("starting a Docker engine needs root; this machine runs the tests as a normal user")
+    pidfile = Path("/run/clowdr-test-docker.pid")
+    already = pidfile.exists()
+    done = subprocess.run(["bash", str(SCRIPTS / "docker-up.sh")], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/docker-up.sh failed: {done.stderr[-2000:]}")
+    host = done.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    yield host
+    if not already:
+        subprocess.run(["bash", str(SCRIPTS / "docker-down.sh")], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def docker_env(docker_host: str) -> dict[str, str]:
+    return {"DOCKER_HOST": docker_host}
+
+
+def have(command: str) -> bool:
+    return shutil.which(command) is not None

@@ -1,0 +1,163 @@
+"""What clowdr measures, and the original tool's defects as regression tests (see legacy-clowdr.md)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import DATA, ROOT, write_json
+
+MIB = 1024 * 1024
+
+
+def usage_rows(meta: Path, n: int) -> list[dict[str, str]]:
+    with open(meta / f"task-{n}-usage.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_2_5_second_task_is_recorded_as_about_2_5_seconds(clowdr, provdir, tmp_path):
+    """Defect 1: a 1 s polling loop recorded a 2.5 s task as 4.0 s."""
+    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 2.5}), provdir)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert 2.45 <= summary["duration"] <= 2.75
+    assert summary["realtime"] == summary["duration"]
+    rows = usage_rows(result.meta, 0)
+    assert len(rows) >= 3 and float(rows[-1]["time"]) < 2.5
+
+
+def test_a_task_too_short_to_sample_still_has_real_numbers(clowdr, provdir, invocations):
+    """Defect 2: no usage sample raised IndexError and aborted the run; the other tasks never ran."""
+    directory = invocations({f"i{n}.json": {"seconds": 0} for n in range(3)})
+    result = clowdr("local", DATA / "sleep.json", directory, provdir)
+    assert result.returncode == 0, result.stderr
+    for n, summary in result.summaries().items():
+        assert summary["samples"] == 0
+        assert summary["cpu_time"] is not None and summary["cpu_time"] >= 0
+        assert 0 < summary["peak_rss"] < 20 * MIB          # the tool (sleep), not clowdr's ~80 MiB worker
+        assert summary["duration"] < 1.0
+        assert usage_rows(result.meta, n) == []              # a header, no invented samples
+    assert len(result.summaries()) == 3
+
+
+def test_peak_rss_of_a_200_mib_tool_within_10_percent(clowdr, provdir, tmp_path):
+    """Defect 8: usage described the Python wrapper, and the first CPU sample was always 0.0."""
+    result = clowdr("local", DATA / "alloc.json", write_json(tmp_path / "i.json", {"mib": 200, "seconds": 1.5}), provdir)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert 180 * MIB <= summary["peak_rss"] <= 220 * MIB, summary["peak_rss"] / MIB
+    assert summary["cpu_time"] >= 1.0                       # the tool burns CPU for 1.5 s
+    rows = usage_rows(result.meta, 0)
+    assert float(rows[0]["cpu"]) > 0.0
+    assert max(float(r["ram"]) for r in rows) >= 180
+
+
+def test_usage_file_grows_while_the_task_runs(provdir, tmp_path):
+    invocation = write_json(tmp_path / "i.json", {"mib": 10, "seconds": 4})
+    process = subprocess.Popen([sys.executable, "-m", "clowdr", "local", str(DATA / "alloc.json"), str(invocation),
+                                str(provdir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            usage = list(provdir.glob("*/clowdr/task-0-usage.csv"))
+            summary = list(provdir.glob("*/clowdr/task-0-summary.json"))
+            if usage and not summary:
+                rows = len(usage[0].read_text().splitlines()) - 1
+                if not seen or rows != seen[-1]:
+                    seen.append(rows)
+            time.sleep(0.05)
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] >= 3, seen
+
+
+def test_more_than_64_kib_of_stdout_and_no_output_files(clowdr, provdir, tmp_path):
+    """Defects 4 and 5: >64 KiB of stdout deadlocked; a descriptor without output-files crashed after the run."""
+    size = 5 * MIB
+    result = clowdr("local", DATA / "bigout.json", write_json(tmp_path / "i.json", {"bytes": size}), provdir)
+    assert result.returncode == 0, result.stderr
+    assert (result.meta / "task-0-stdout.txt").stat().st_size == size
+    assert (result.meta / "task-0-stderr.txt").read_text() == "done-on-stderr\n"
+    assert result.summary(0)["outputs"] == []
+
+
+def test_a_dot_in_the_provdir_path(clowdr, tmp_path):
+    """Defect 6: task ids were parsed out of paths, and a '.' in the provdir broke them."""
+    provdir = tmp_path / "my.prov.v1.2"
+    provdir.mkdir()
+    directory = tmp_path / "in.vocations"
+    for n in range(3):
+        write_json(directory / f"task.{n}.json", {"seconds": 0, "code": n})
+    result = clowdr("local", DATA / "sleep.json", directory, provdir)
+    assert result.returncode == 1
+    assert {n: s["exitcode"] for n, s in result.summaries().items()} == {0: 0, 1: 1, 2: 2}
+
+
+def test_an_invalid_invocation_fails_fast_instead_of_hanging(clowdr, provdir, tmp_path):
+    """Defect 3: an invocation failing validation hung forever."""
+    started = time.monotonic()
+    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "bad.json", {"seconds": "soon"}), provdir,
+                    timeout=60)
+    assert result.returncode == 2 and time.monotonic() - started < 30
+    assert "bad.json" in result.stderr and "seconds" in result.stderr
+    assert list(provdir.iterdir()) == []
+
+
+def test_signals_and_error_codes_are_recorded(clowdr, provdir, tmp_path, invocations):
+    directory = invocations({"a.json": {"seconds": 0, "code": 7}})
+    result = clowdr("local", DATA / "sleep.json", directory, provdir)
+    summary = result.summary(0)
+    assert result.returncode == 1 and summary["exitcode"] == 7
+    assert summary["exit_description"] == "Seven: the test's own failure."
+    killer = write_json(tmp_path / "kill.json", {
+        "name": "killer", "tool-version": "1", "schema-version": "0.5", "description": "dies by SIGKILL",
+        "command-line": "kill -9 $$ [X]", "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+    killed = clowdr("local", killer, write_json(tmp_path / "empty.json", {}), provdir)
+    assert killed.returncode == 1
+    assert killed.summary(0)["signal"] == "SIGKILL" and killed.summary(0)["failure"] == "signal"
+
+
+def test_a_lost_worker_is_noticed_and_the_task_runs_again(clowdr, provdir, tmp_path):
+    """The tool kills its own Dask worker once: attempt 1 is recorded as worker lost, attempt 2 completes."""
+    marker = tmp_path / "killed-once"
+    descriptor = write_json(tmp_path / "killer.json", {
+        "name": "worker-killer", "tool-version": "1", "schema-version": "0.5",
+        "description": "Kills the Dask worker running it, the first time only.",
+        # $PPID is GNU time; its parent is the Dask worker process.
+        "command-line": f"if [ ! -e {marker} ]; then touch {marker}; sleep 0.3; "
+                        "kill -9 $(cut -d' ' -f4 /proc/$PPID/stat); sleep 5; fi; echo survived [X]",
+        "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+    result = clowdr("local", descriptor, write_json(tmp_path / "empty.json", {}), provdir, timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded"
+    assert "worker lost" in summary["previous_attempts_ended"][0]
+    assert (result.meta / "task-0-stdout.txt").read_text() == "survived\n"
+    assert (result.meta / "attempts" / "task-0" / "attempt-1").is_dir()
+
+
+def test_no_credentials_or_environment_in_the_record(clowdr, provdir, tmp_path):
+    secret = "AKIAEXAMPLESECRET1234"
+    env = {"AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": secret}
+    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 0}), provdir, env=env)
+    assert result.returncode == 0, result.stderr
+    for path in result.meta.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def test_provenance_files_are_never_left_half_written(clowdr, provdir, invocations):
+    directory = invocations({f"i{n}.json": {"seconds": 0} for n in range(20)})
+    result = clowdr("local", DATA / "sleep.json", directory, provdir)
+    assert result.returncode == 0
+    leftovers = [p for p in result.meta.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    for path in result.meta.glob("*.json"):
+        json.loads(path.read_text())
+    assert os.listdir(result.meta / "..") == ["clowdr", "work"] or set(os.listdir(result.meta / "..")) == {"clowdr", "work"}
