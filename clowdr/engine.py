@@ -200,6 +200,11 @@ def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups
     run.write_run(data)
 
 
+def sampling_settings() -> dict[str, Any]:
+    """What the worker needs to know about measuring a tool."""
+    return {key: config.get(f"monitor.{key}") for key in ("first-interval", "max-interval", "gnu-time")}
+
+
 def _finish_launch(run: RunDir, outcome: Outcome, status: str) -> None:
     data = run.read_run()
     now = iso(time.time())
@@ -223,8 +228,7 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
                       "simg": launch.req.simg, "docker": config.get("container.docker"),
                       "pull": config.get("container.pull")},
         "topic": f"clowdr-{launch.run.run_id}",
-        "sampling": {"first-interval": config.get("monitor.first-interval"),
-                     "max-interval": config.get("monitor.max-interval")},
+        "sampling": sampling_settings(),
     }
     monitor = Monitor(launch.run, client, context, launch.groups, Progress(total),
                       config.get("retries.worker-lost"), config.get("monitor.progress-refresh"))
@@ -287,8 +291,7 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
         jobs.append((int(match.group(1)), definition, source, tool, invocation_path, invocation))
     target = RunDir.create(provdir) if provdir else None
     outcome = Outcome(target or jobs[0][2], launched=True)
-    sampling = {"first-interval": config.get("monitor.first-interval"),
-                "max-interval": config.get("monitor.max-interval")}
+    sampling = sampling_settings()
     for index, definition, source, tool, invocation_path, invocation in jobs:
         run = target or source
         if target is not None:

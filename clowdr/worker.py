@@ -115,7 +115,7 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
     """
     env = dict(os.environ, **prepared.env) if prepared.env else None
     task, attempt = spec["task"], spec["attempt"]
-    gnu_time = None if prepared.cidfile else _gnu_time()
+    gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
     rss_file = os.path.join(_private_dir(), f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}.rss")
     argv: str | list[str] = prepared.launch
     if gnu_time:
@@ -166,8 +166,12 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
     return samples, figures
 
 
-def _gnu_time() -> str | None:
-    """GNU time if this machine has it (Debian package ``time``); BusyBox's applet cannot write ``-o``."""
+def _gnu_time(setting: str | bool | None) -> str | None:
+    """GNU time (Debian package ``time``): ``auto`` finds it, a path names it, false/none disables it."""
+    if setting in (False, None) or str(setting).lower() in ("false", "none", "no", "off"):
+        return None
+    if setting not in (True, "auto"):
+        return str(setting)
     path = shutil.which("time", path="/usr/bin:/bin:/usr/local/bin")
     return path if path and os.path.realpath(path).endswith("/time") else None
 

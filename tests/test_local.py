@@ -15,7 +15,7 @@ def ts(value: str) -> float:
 
 
 def test_directory_of_invocations_full_record(clowdr, provdir):
-    result = clowdr("local", ECHO, EXAMPLES / "invocations", provdir)
+    result = clowdr("local", ECHO, DATA / "echo-invocations", provdir)
     assert result.returncode == 1, result.stderr          # zz-fails.json fails on purpose
     assert result.stderr == ""                             # quiet when stderr is not a terminal
     meta = result.meta
@@ -56,7 +56,7 @@ def test_directory_of_invocations_full_record(clowdr, provdir):
 
 
 def test_single_invocation_succeeds_with_exit_0(clowdr, provdir):
-    result = clowdr("local", ECHO, EXAMPLES / "invocations" / "hello.json", provdir)
+    result = clowdr("local", ECHO, DATA / "echo-invocations" / "hello.json", provdir)
     assert result.returncode == 0, result.stderr
     assert result.summary(0)["status"] == "succeeded"
     assert result.summary(0)["workdir"] == str(result.meta.parent / "work" / "task-0")
@@ -145,7 +145,7 @@ def test_dev_runs_only_the_first_group(clowdr, provdir, invocations):
 
 
 def test_setup_writes_metadata_and_launches_nothing(clowdr, provdir):
-    result = clowdr("local", ECHO, EXAMPLES / "invocations", provdir, "--setup")
+    result = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--setup")
     assert result.returncode == 0, result.stderr
     meta = result.meta
     assert sorted(p.name for p in meta.glob("task-*.json")) == [f"task-{n}.json" for n in range(4)]

@@ -161,3 +161,14 @@ def test_provenance_files_are_never_left_half_written(clowdr, provdir, invocatio
     for path in result.meta.glob("*.json"):
         json.loads(path.read_text())
     assert os.listdir(result.meta / "..") == ["clowdr", "work"] or set(os.listdir(result.meta / "..")) == {"clowdr", "work"}
+
+
+def test_without_gnu_time_peak_rss_comes_from_samples_never_from_the_worker(clowdr, provdir, tmp_path):
+    env = {"DASK_CLOWDR__MONITOR__GNU_TIME": "false"}
+    big = clowdr("local", DATA / "alloc.json", write_json(tmp_path / "a.json", {"mib": 200, "seconds": 1.5}), provdir,
+                 env=env)
+    assert big.returncode == 0, big.stderr
+    assert 180 * MIB <= big.summary(0)["peak_rss"] <= 220 * MIB
+    short = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "s.json", {"seconds": 0}), provdir, env=env)
+    summary = short.summary(0)
+    assert summary["peak_rss"] is None and summary["cpu_time"] is not None   # unknown, not the worker's 80 MiB

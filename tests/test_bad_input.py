@@ -1,0 +1,381 @@
+"""Bad input, end to end through the real CLI: ``clowdr local DESCRIPTOR INVOCATION PROVDIR ...``.
+
+The contract: ONE line on stderr naming the offending file (or option) and the field where there is
+one, exit status 2, nothing on stdout, nothing launched (no Dask cluster started, no tool run), and the
+provenance directory untouched (a new run creates no run directory; a rerun leaves every file of the
+earlier run byte-for-byte as it was, mtimes included). Never a Python traceback.
+
+"Nothing launched" is observed from outside the CLI: a ``sitecustomize`` put on PYTHONPATH records, at
+exit of every Python process, whether ``distributed`` was imported (clowdr imports it only to start a
+cluster). The earlier-run fixture checks that this probe does see a real launch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import textwrap
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+from conftest import EXAMPLES, run_clowdr, write_json
+
+ECHO = EXAMPLES / "echo-tool.json"
+HELLO = EXAMPLES / "invocations" / "hello.json"
+SWEEP = EXAMPLES / "sweep.json"
+
+PROBE_SOURCE = textwrap.dedent('''
+    """Test probe (tests/test_bad_input.py): record at exit whether this process imported Dask's cluster code."""
+    import atexit
+    import os
+    import sys
+
+    _RECORD = os.environ.get("CLOWDR_TEST_PROBE")
+    if _RECORD:
+        def _clowdr_test_probe_report():
+            launched = "distributed" in sys.modules
+            with open(_RECORD, "a") as out:
+                out.write(f"{os.getpid()} {'cluster' if launched else 'none'}\\n")
+        atexit.register(_clowdr_test_probe_report)
+''')
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("probe")
+    (directory / "sitecustomize.py").write_text(PROBE_SOURCE)
+    return directory
+
+
+def probe_env(probe_dir: Path, record: Path) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(probe_dir), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "CLOWDR_TEST_PROBE": str(record)}
+
+
+def probe_records(record: Path) -> list[str]:
+    return record.read_text().split() if record.exists() else []
+
+
+def snapshot(directory: Path) -> dict[str, Any]:
+    """Every entry under ``directory`` (itself included): files by content and mtime, directories by mtime."""
+    found: dict[str, Any] = {}
+    for path in [directory, *sorted(directory.rglob("*"))]:
+        info = path.lstat()
+        key = str(path.relative_to(directory))
+        if stat.S_ISDIR(info.st_mode):
+            found[key] = ("dir", info.st_mtime_ns)
+        elif stat.S_ISREG(info.st_mode):
+            found[key] = ("file", path.read_bytes(), info.st_mtime_ns)
+        else:
+            found[key] = ("other", info.st_mtime_ns)
+    return found
+
+
+def describe_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    return f"added {added}, removed {removed}, changed {changed}"
+
+
+Mention = str | tuple[str, ...]
+
+
+def assert_mentions(line: str, mentions: Iterable[Mention]) -> None:
+    for mention in mentions:
+        options = (mention,) if isinstance(mention, str) else mention
+        assert any(option in line for option in options), f"{' or '.join(map(repr, options))} not named in: {line!r}"
+
+
+@pytest.fixture
+def refused(probe_dir: Path, provdir: Path, tmp_path: Path):
+    """Run ``clowdr ARGS...`` and check the whole bad-input contract; return the stderr line.
+
+    ``mentions``: strings the line must contain (a tuple: any one of them). ``watch``: the directory
+    that must not change (default: the test's provdir).
+    """
+    calls = iter(range(1000))
+
+    def check(*args: str | Path, mentions: Iterable[Mention] = (), watch: Path | None = None) -> str:
+        watched = provdir if watch is None else watch
+        record = tmp_path / f"probe-{next(calls)}.log"
+        before = snapshot(watched)
+        result = run_clowdr(*args, env=probe_env(probe_dir, record), timeout=120)
+        after = snapshot(watched)
+        everything = result.stdout + result.stderr
+        assert "Traceback" not in everything, f"a Python traceback:\n{result.stderr}"
+        assert result.returncode == 2, f"exit {result.returncode}, expected 2; stderr:\n{result.stderr}"
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].strip(), f"expected exactly one non-empty stderr line, got {lines!r}"
+        assert result.stdout == "", f"stdout should be empty, got {result.stdout!r}"
+        assert after == before, f"{watched} was touched: {describe_change(before, after)}"
+        launched = [r for r in probe_records(record) if r == "cluster"]
+        assert probe_records(record), "probe saw no process exit (is sitecustomize loaded?)"
+        assert not launched, f"a Dask cluster was started for bad input (stderr: {lines[0]!r})"
+        assert_mentions(lines[0], mentions)
+        return lines[0]
+
+    return check
+
+
+def field_named(name: str) -> tuple[str, ...]:
+    """A field named in the line, quoted one way or another."""
+    return (f"'{name}'", f'"{name}"', f"`{name}`", f"field {name}")
+
+
+# -- the descriptor ------------------------------------------------------------------------------------------
+
+NOT_JSON = {
+    "truncated-text": b'{"name": "echo-tool", "command-line": "echo [MESSAGE]",\n',
+    "binary": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\xfd",
+}
+
+
+@pytest.mark.parametrize("content", NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_descriptor_not_json(refused, provdir, tmp_path, content):
+    descriptor = tmp_path / "tool.json"
+    descriptor.write_bytes(content)
+    refused("local", descriptor, HELLO, provdir, mentions=[str(descriptor)])
+
+
+def _echo_descriptor() -> dict[str, Any]:
+    return json.loads(ECHO.read_text())
+
+
+def _without_command_line() -> dict[str, Any]:
+    descriptor = _echo_descriptor()
+    del descriptor["command-line"]
+    return descriptor
+
+
+def _input_without_type() -> dict[str, Any]:
+    descriptor = _echo_descriptor()
+    del descriptor["inputs"][1]["type"]      # "repeat"
+    return descriptor
+
+
+@pytest.mark.parametrize("make, field", [(_without_command_line, "command-line"), (_input_without_type, "type")],
+                         ids=["missing-command-line", "input-missing-type"])
+def test_descriptor_valid_json_but_not_boutiques(refused, provdir, tmp_path, make, field):
+    descriptor = write_json(tmp_path / "tool.json", make())
+    refused("local", descriptor, HELLO, provdir, mentions=[str(descriptor), field_named(field)])
+
+
+def test_descriptor_not_an_object(refused, provdir, tmp_path):
+    descriptor = write_json(tmp_path / "tool.json", [_echo_descriptor()])
+    refused("local", descriptor, HELLO, provdir, mentions=[str(descriptor)])
+
+
+def test_descriptor_file_missing(refused, provdir, tmp_path):
+    descriptor = tmp_path / "no-such-tool.json"
+    refused("local", descriptor, HELLO, provdir, mentions=[str(descriptor)])
+
+
+def test_descriptor_the_boutiques_validator_chokes_on_is_one_line_not_a_traceback(clowdr, provdir, tmp_path):
+    """A descriptor the Boutiques schema accepts, but on which boutiques.validator raises KeyError('optional')
+    (an output with a conditional-path-template and no "optional" key). Whatever clowdr decides about it
+    (refuse it, or accept it), the user must get one line or a run, never a traceback."""
+    descriptor = _echo_descriptor()
+    descriptor["output-files"].append({"id": "extra", "name": "extra",
+                                       "conditional-path-template": [{"repeat == 2": "twice.txt"},
+                                                                     {"default": "once.txt"}]})
+    path = write_json(tmp_path / "tool.json", descriptor)
+    result = clowdr("local", path, HELLO, provdir, "--setup", timeout=120)
+    assert "Traceback" not in result.stderr, f"a Python traceback:\n{result.stderr}"
+    assert result.returncode in (0, 2), result.stderr
+    if result.returncode == 2:
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and str(path) in lines[0], lines
+        assert list(provdir.iterdir()) == []
+
+
+# -- the invocation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_invocation_not_json(refused, provdir, tmp_path, content):
+    invocation = tmp_path / "inv.json"
+    invocation.write_bytes(content)
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation)])
+
+
+def test_invocation_file_missing(refused, provdir, tmp_path):
+    invocation = tmp_path / "no-such-invocation.json"
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation)])
+
+
+def test_invocation_missing_a_required_input(refused, provdir, tmp_path):
+    invocation = write_json(tmp_path / "inv.json", {"repeat": 2})
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), field_named("message")])
+
+
+def test_invocation_string_for_a_number(refused, provdir, tmp_path):
+    invocation = write_json(tmp_path / "inv.json", {"message": "hi", "seconds": "ten"})
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), field_named("seconds")])
+
+
+def test_invocation_unknown_input_id(refused, provdir, tmp_path):
+    invocation = write_json(tmp_path / "inv.json", {"message": "hi", "colour": "red"})
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), field_named("colour")])
+
+
+def test_invocation_unknown_input_id_with_a_newline_is_still_one_line(refused, provdir, tmp_path):
+    """The message quotes user data; a key holding a line break must not split the one-line report."""
+    invocation = write_json(tmp_path / "inv.json", {"message": "hi", "col\nour": "red"})
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), "our"])
+
+
+def test_invocation_not_an_object(refused, provdir, tmp_path):
+    invocation = write_json(tmp_path / "inv.json", ["message", "hi"])
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation)])
+
+
+MARKER_TOOL = {
+    "name": "marker", "tool-version": "1", "schema-version": "0.5",
+    "description": "Creates the file it is given: proof that the task ran.",
+    "command-line": "touch [MARKER]; sleep [SECONDS]",
+    "inputs": [
+        {"id": "marker", "name": "marker", "type": "String", "value-key": "[MARKER]"},
+        {"id": "seconds", "name": "seconds", "type": "Number", "value-key": "[SECONDS]", "optional": True,
+         "default-value": 0},
+    ],
+}
+
+BAD_IN_DIRECTORY = {
+    "wrong-type": ({"marker": "unused", "seconds": "ten"}, "seconds"),
+    "missing-required": ({"seconds": 1}, "marker"),
+    "unknown-id": ({"marker": "unused", "colour": "red"}, "colour"),
+    "not-json": (None, None),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IN_DIRECTORY.keys())
+def test_invalid_invocation_inside_a_directory(refused, provdir, tmp_path, invocations, case):
+    """The line names the bad file; the valid ones before and after it are not launched either."""
+    tool = write_json(tmp_path / "marker.json", MARKER_TOOL)
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    content, field = BAD_IN_DIRECTORY[case]
+    directory = invocations({"a-first.json": {"marker": str(ran / "a")},
+                             "c-last.json": {"marker": str(ran / "c")}})
+    bad = directory / "b-bad.json"
+    if content is None:
+        bad.write_text('{"marker": ')
+    else:
+        write_json(bad, content)
+    line = refused("local", tool, directory, provdir,
+                   mentions=["b-bad.json", *([field_named(field)] if field else [])])
+    assert "a-first.json" not in line and "c-last.json" not in line, line
+    assert list(ran.iterdir()) == [], "a valid invocation of the directory was run"
+
+
+# -- the provenance directory -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "a-file"])
+def test_provdir_missing(refused, provdir, kind):
+    """A provenance directory that does not exist (or is a file): refused before any cluster starts."""
+    target = provdir / "runs"
+    if kind == "a-file":
+        target.write_text("not a directory\n")
+    refused("local", ECHO, HELLO, target, mentions=[str(target)])
+    assert (not target.exists()) if kind == "missing" else target.read_text() == "not a directory\n"
+
+
+# -- --sweep -----------------------------------------------------------------------------------------------------
+
+def test_sweep_on_a_directory_of_invocations(refused, provdir, invocations):
+    directory = invocations({"one.json": {"message": ["a", "b"]}, "two.json": {"message": ["c"]}})
+    refused("local", ECHO, directory, provdir, "--sweep", "message", mentions=["--sweep", str(directory)])
+
+
+def test_sweep_of_a_parameter_not_in_the_descriptor(refused, provdir):
+    refused("local", ECHO, SWEEP, provdir, "--sweep", "message", "--sweep", "colour",
+            mentions=["--sweep", "colour", str(SWEEP)])
+
+
+def test_sweep_of_a_parameter_whose_value_is_not_a_list(refused, provdir, tmp_path):
+    invocation = write_json(tmp_path / "sweep.json", {"message": ["alpha", "beta"], "repeat": 2})
+    refused("local", ECHO, invocation, provdir, "--sweep", "message", "--sweep", "repeat",
+            mentions=[str(invocation), field_named("repeat")])
+
+
+# -- --rerun --------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory: pytest.TempPathFactory, probe_dir: Path) -> tuple[Path, str]:
+    """A real, complete run of the echo tool in its own provdir (shared: every test checks it is unchanged)."""
+    base = tmp_path_factory.mktemp("earlier")
+    provdir = base / "prov"
+    provdir.mkdir()
+    record = base / "probe.log"
+    result = run_clowdr("local", ECHO, HELLO, provdir, env=probe_env(probe_dir, record))
+    assert result.returncode == 0, result.stderr
+    assert "cluster" in probe_records(record), "the probe failed to notice a real launch"
+    meta = result.meta
+    assert (meta / "task-0-summary.json").is_file()
+    return provdir, meta.parent.name
+
+
+def test_rerun_without_run_id(refused, earlier_run):
+    provdir, _ = earlier_run
+    refused("local", ECHO, HELLO, provdir, "--rerun", "failed", mentions=[("--rerun", "-R"), "--run_id"],
+            watch=provdir)
+
+
+@pytest.mark.parametrize("run_id", ["2020-01-01_00-00-00-ABCDEFGH", "not-a-run"])
+def test_rerun_with_an_unknown_run_id(refused, earlier_run, run_id):
+    provdir, _ = earlier_run
+    refused("local", ECHO, HELLO, provdir, "-R", "all", "--run_id", run_id, mentions=["--run_id", run_id],
+            watch=provdir)
+
+
+@pytest.mark.parametrize("bad, mention", [(["-g", "0"], ("--groupby", "-g")),
+                                          (["-v", "/data"], ("--volumes", "-v")),
+                                          (["-a", "time"], ("--clusterargs", "-a"))],
+                         ids=["groupby-0", "volumes", "clusterargs"])
+def test_rerun_of_a_real_run_with_a_bad_option_leaves_it_untouched(refused, earlier_run, bad, mention):
+    provdir, run_id = earlier_run
+    refused("local", ECHO, HELLO, provdir, "--rerun", "all", "--run_id", run_id, *bad, mentions=[mention],
+            watch=provdir)
+
+
+# -- other options --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value", [("--groupby", "0"), ("-g", "-3"), ("--groupby", "-3"), ("-g", "0")])
+def test_groupby_not_positive(refused, provdir, flag, value):
+    refused("local", ECHO, SWEEP, provdir, "--sweep", "message", "--sweep", "repeat", flag, value,
+            mentions=[("--groupby", "-g"), value])
+
+
+@pytest.mark.parametrize("value", ["/data", "/data:", ":/data"])
+def test_volume_not_in_a_colon_b_form(refused, provdir, value):
+    refused("local", ECHO, HELLO, provdir, "-v", "/tmp:/tmp", "--volumes", value,
+            mentions=[("--volumes", "-v"), value])
+
+
+@pytest.mark.parametrize("value, pair", [("time", "time"), ("time:4:00,mem", "mem")])
+def test_clusterargs_pair_without_colon(refused, provdir, value, pair):
+    line = refused("local", ECHO, HELLO, provdir, "-a", value, mentions=[("--clusterargs", "-a")])
+    assert re.search(rf"['\"]{re.escape(pair)}['\"]", line), line
+
+
+# -- usage errors (argparse) -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, mention", [
+    (["local", ECHO, HELLO, "PROVDIR", "--no-such-option"], "--no-such-option"),
+    (["local", ECHO, HELLO], "provdir"),
+    (["local"], "descriptor"),
+    (["local", ECHO, HELLO, "PROVDIR", "-g", "two"], ("--groupby", "-g")),
+    (["local", ECHO, HELLO, "PROVDIR", "-R", "some"], ("--rerun", "-R")),
+    (["local", ECHO, HELLO, "PROVDIR", "-c", "pbs"], ("--cluster", "-c")),
+    (["launch", ECHO, HELLO, "PROVDIR"], "launch"),
+], ids=["unknown-option", "missing-provdir", "missing-everything", "groupby-not-int", "bad-rerun-choice",
+        "bad-cluster-choice", "unknown-mode"])
+def test_usage_error_exits_2_without_traceback(refused, provdir, args, mention):
+    args = [provdir if a == "PROVDIR" else a for a in args]
+    refused(*args, mentions=[mention])
+
