@@ -108,7 +108,9 @@ def refused(probe_dir: Path, provdir: Path, tmp_path: Path):
         result = run_clowdr(*args, env=probe_env(probe_dir, record), timeout=120)
         after = snapshot(watched)
         everything = result.stdout + result.stderr
-        assert "Traceback" not in everything, f"a Python traceback:\n{result.stderr}"
+        if "Traceback" in everything:
+            pytest.fail(f"a Python traceback (exit {result.returncode}) ending in: "
+                        f"{result.stderr.strip().splitlines()[-1]}", pytrace=False)
         assert result.returncode == 2, f"exit {result.returncode}, expected 2; stderr:\n{result.stderr}"
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].strip(), f"expected exactly one non-empty stderr line, got {lines!r}"
