@@ -105,7 +105,7 @@ class CommandBuilder:
         """Build the command for a task running in ``workdir``; ``private_dir`` holds clowdr's own scratch files."""
         command, outputs = self._subst.command_line(invocation, workdir)
         required = {o["id"] for o in self.descriptor.get("output-files") or [] if not o.get("optional")}
-        env = self._environment(invocation)
+        env = self._environment(self._subst.in_dict)   # with defaults filled in, as Boutiques does
         image = (self.descriptor.get("container-image") or {}).get("image")
         if image is None:
             return Prepared(command, command, env, outputs, required)
@@ -158,12 +158,12 @@ class CommandBuilder:
         con = self.descriptor["container-image"]
         con_type, image = con.get("type"), con["image"]
         kind, binary = self._engine(con_type)
+        mounts = self._mounts(invocation, workdir)
         millis = int(time.time() * 1000)
         script = os.path.join(workdir, f"temp-{random.SystemRandom().randint(0, millis)}-{millis}.localExec.boshjob.sh")
         header = f"#!{self.shell}" + (" -l" if self.shell == "/bin/sh" else "")
         Path(script).write_text(header + os.linesep + command)
         os.chmod(script, 0o755)
-        mounts = self._mounts(invocation, workdir)
         options = " ".join(con.get("container-opts") or [])
         options = options + " " if options else ""
         if kind == "docker":

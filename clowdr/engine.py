@@ -200,6 +200,16 @@ def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups
     run.write_run(data)
 
 
+def container_settings(volumes: list[str], user: bool, simg: str | None) -> dict[str, Any]:
+    """Container options for the workers, host paths made absolute here (a worker's cwd is not the user's)."""
+    absolute = []
+    for volume in volumes:
+        source, target = volume.split(":", 1)
+        absolute.append(f"{Path(source).expanduser().resolve()}:{target}")
+    return {"volumes": absolute, "user": user, "simg": str(Path(simg).expanduser().resolve()) if simg else None,
+            "docker": config.get("container.docker"), "pull": config.get("container.pull")}
+
+
 def sampling_settings() -> dict[str, Any]:
     """What the worker needs to know about measuring a tool."""
     return {key: config.get(f"monitor.{key}") for key in ("first-interval", "max-interval", "gnu-time")}
@@ -224,9 +234,7 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
     context = {
         "key": f"{launch.run.run_id}/{time.time()}",
         "descriptor": launch.tool.descriptor,
-        "container": {"volumes": launch.req.volumes, "user": launch.req.user,
-                      "simg": launch.req.simg, "docker": config.get("container.docker"),
-                      "pull": config.get("container.pull")},
+        "container": container_settings(launch.req.volumes, launch.req.user, launch.req.simg),
         "topic": f"clowdr-{launch.run.run_id}",
         "sampling": sampling_settings(),
     }
@@ -301,9 +309,7 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
         task_dir = str(Path(workdir).resolve()) if workdir else str(run.default_workdir(index))
         run.write_task(index, dict(definition, taskloc=task_dir))
         state = _state(run, index, run.next_attempt(index), invocation, task_dir)
-        builder = CommandBuilder(tool.descriptor, ContainerOptions(volumes=list(volumes or []),
-                                                                   docker=config.get("container.docker"),
-                                                                   pull=config.get("container.pull")))
+        builder = CommandBuilder(tool.descriptor, ContainerOptions(**container_settings(list(volumes or []), False, None)))
 
         def emit(message: dict[str, Any], run: RunDir = run, index: int = index) -> None:
             if message["kind"] == "usage":
