@@ -166,7 +166,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         return func(namespace)
     except ClowdrError as exc:
-        print(f"clowdr {namespace.mode}: {exc}", file=sys.stderr)
+        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")   # user text never breaks the line
+        print(f"clowdr {namespace.mode}: {one_line}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("clowdr: interrupted; tasks without a summary can be run again with --rerun incomplete",

@@ -20,7 +20,7 @@ from clowdr.errors import InputError, NotAvailableError
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
-from clowdr.provenance import RunDir, select_for_rerun, write_json
+from clowdr.provenance import RunDir, existing_provdir, select_for_rerun, write_json
 from clowdr.worker import iso
 
 log = logging.getLogger("clowdr")
@@ -111,6 +111,7 @@ def check_options(req: LocalRequest) -> None:
 def validate(req: LocalRequest) -> Planned:
     """Check every option and input; read, never write. Raises InputError on the first fault."""
     check_options(req)
+    existing_provdir(req.provdir)
     if req.rerun:
         return _validate_rerun(req)
     tool = load_tool(req.descriptor)

@@ -47,7 +47,7 @@ class Tool:
         return invocation
 
 
-def _first_error(validator: Any, instance: dict[str, Any]) -> str | None:
+def _first_error(validator: Any, instance: dict[str, Any], noun: str = "input") -> str | None:
     """One readable line for the most relevant schema violation, naming the field."""
     import jsonschema
 
@@ -57,14 +57,14 @@ def _first_error(validator: Any, instance: dict[str, Any]) -> str | None:
     path = "/".join(str(p) for p in best.absolute_path)
     message = best.message
     if best.validator == "required" and not path:
-        return f"missing required input: {message}"
+        return f"missing required {noun}: {message}"
     return f"field '{path}': {message}" if path else message
 
 
 def load_json(path: Path, what: str) -> Any:
     """Read a JSON file, turning every failure into one line naming the file."""
     try:
-        text = path.read_text()
+        text = path.read_bytes()
     except FileNotFoundError:
         raise InputError(str(path), f"{what} not found") from None
     except IsADirectoryError:
@@ -75,6 +75,8 @@ def load_json(path: Path, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(str(path), f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except ValueError:   # not UTF-8/16/32 text at all
+        raise InputError(str(path), f"{what} is not valid JSON (not a text file)") from None
 
 
 def load_tool(path: str | Path) -> Tool:
@@ -87,7 +89,7 @@ def load_tool(path: str | Path) -> Tool:
     descriptor = load_json(path, "descriptor")
     if not isinstance(descriptor, dict):
         raise InputError(str(path), "a descriptor must be a JSON object")
-    schema_error = _first_error(_descriptor_schema_validator(), descriptor)
+    schema_error = _first_error(_descriptor_schema_validator(), descriptor, noun="field")
     if schema_error is not None:
         raise InputError(str(path), f"not a valid Boutiques descriptor: {schema_error}")
     try:
@@ -95,6 +97,8 @@ def load_tool(path: str | Path) -> Tool:
     except (DescriptorValidationError, jsonschema.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(str(path), f"not a valid Boutiques descriptor: {first}") from None
+    except Exception as exc:  # Boutiques' validator itself fails on some schema-valid descriptors
+        raise InputError(str(path), f"Boutiques cannot validate this descriptor ({type(exc).__name__}: {exc})") from None
     schema = descriptor.get("invocation-schema") or generateInvocationSchema(descriptor)
     validator_class = jsonschema.validators.validator_for(schema)
     return Tool(path=path, descriptor=descriptor, _validator=validator_class(schema))

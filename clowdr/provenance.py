@@ -212,6 +212,8 @@ class RunDir:
 
 def existing_provdir(provdir: str | Path) -> Path:
     path = Path(provdir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(str(provdir), "the provenance directory is a file, not a directory")
     if not path.is_dir():
         raise InputError(str(provdir), "provenance directory does not exist (create it first)")
     return path.resolve()

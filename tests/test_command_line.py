@@ -447,7 +447,8 @@ def test_one_builder_serves_many_invocations(group: list[Case], monkeypatch: pyt
         assert builder.command_line(case.invocation()) == expected.command, case.id
 
 
-def test_builder_mutates_neither_descriptor_nor_invocation(tmp_path: Path):
+def test_builder_mutates_neither_descriptor_nor_invocation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
     for case in CASES:
         desc, inv = _without_container(case.descriptor()), case.invocation()
         desc_before, inv_before = copy.deepcopy(desc), copy.deepcopy(inv)
