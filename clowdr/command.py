@@ -32,9 +32,17 @@ class _Substitution(LocalExecutor):
         self._rkit = self._replaceKeysInTemplate
         self.desc_dict = descriptor
         self.inputs = descriptor["inputs"]
-        self.outputs = descriptor.get("output-files") or []
+        outputs = descriptor.get("output-files") or []
+        # Boutiques makes these absolute against the process cwd; here they are made absolute against the task's.
+        self._absolute = {o["id"] for o in outputs if o.get("uses-absolute-path")}
+        self.outputs = [{k: v for k, v in o.items() if k != "uses-absolute-path"} for o in outputs]
         self.groups = descriptor.get("groups") or []
         self.workdir = "."
+
+    def _generateOutputFileNames(self) -> None:
+        super()._generateOutputFileNames()
+        for output_id in self._absolute:
+            self.out_dict[output_id] = os.path.normpath(os.path.join(os.path.abspath(self.workdir), self.out_dict[output_id]))
 
     def _writeConfigurationFiles(self) -> None:
         """Boutiques writes configuration files into the process cwd; these go to the task's own directory."""
