@@ -71,6 +71,7 @@ class Planned:
     req: LocalRequest
     tool: Tool
     batches: list[list[TaskPlan]]
+    total: int                         # tasks in the whole run
     rerun: RunDir | None = None
 
 
@@ -115,9 +116,8 @@ def validate(req: LocalRequest) -> Planned:
     if req.rerun:
         return _validate_rerun(req)
     tool = load_tool(req.descriptor)
-    tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, groupby=req.groupby or 1,
-                                                 dev=req.dev, s3=req.s3))
-    return Planned(req, tool, group(tasks, req.groupby, req.dev))
+    tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
+    return Planned(req, tool, group(tasks, req.groupby), total=len(tasks))
 
 
 def _validate_rerun(req: LocalRequest) -> Planned:
@@ -133,16 +133,17 @@ def _validate_rerun(req: LocalRequest) -> Planned:
         path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
         invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
-    return Planned(req, tool, group(tasks, req.groupby, req.dev), rerun=run)
+    return Planned(req, tool, group(tasks, req.groupby), total=len(records), rerun=run)
 
 
 def record(planned: Planned) -> Launch:
     """Write the run's metadata (or, for a rerun, move current attempts into the history) before launching."""
     req, tool = planned.req, planned.tool
+    launched = planned.batches[:1] if req.dev else planned.batches   # --dev: every task recorded, one group run
     if planned.rerun is not None:
         run = planned.rerun
         states = [[_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
-                   for t in batch] for batch in planned.batches]
+                   for t in batch] for batch in launched]
         mode = f"rerun-{req.rerun}"
     else:
         run = RunDir.create(req.provdir)
@@ -158,8 +159,9 @@ def record(planned: Planned) -> Launch:
                 run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
                                             "dataloc": task.dataloc, "taskloc": workdir})
                 states[-1].append(_state(run, task.index, 1, task.invocation, workdir))
+        states = states[:len(launched)]
         mode = "new"
-    _record_launch(run, req, tool, mode, states, first=planned.rerun is None)
+    _record_launch(run, req, tool, mode, states, planned.total)
     return Launch(run, tool, states, mode, req)
 
 
@@ -186,17 +188,15 @@ def _versions() -> dict[str, str]:
 
 
 def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[TaskState]],
-                   first: bool) -> None:
+                   total: int) -> None:
+    """Append this launch to run.json (created for a new run, or for an original-tool run that has none)."""
     options = {k: v for k, v in vars(req).items() if k != "command"}
     launch = {"mode": mode, "start": iso(time.time()), "end": None, "command": req.command, "options": options,
               "cluster": cluster_kind(req.cluster), "versions": _versions(),
               "tasks": [t.index for g in groups for t in g], "groups": len(groups), "setup_only": req.setup}
-    data = run.read_run()
-    if first or not data:
-        data = {"run_id": run.run_id, "tool": tool.name, "descriptor": tool.path.name,
-                "start": launch["start"], "end": None, "launches": []}
-    data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")})
-    data["tasks"] = len(run.tasks()) if not first else launch["tasks"].__len__()
+    data = run.read_run() or {"run_id": run.run_id, "tool": tool.name, "descriptor": tool.path.name,
+                              "start": launch["start"], "end": None, "launches": []}
+    data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")}, tasks=total)
     data["launches"].append(launch)
     run.write_run(data)
 

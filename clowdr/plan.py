@@ -129,15 +129,11 @@ class Options:
 
     bids: bool = False
     sweep: list[str] = field(default_factory=list)
-    groupby: int = 1
-    dev: bool = False
     s3: str | None = None
 
 
 def expand(tool: Tool, invocation_path: str | Path, options: Options) -> list[TaskPlan]:
     """Expand the user's invocation argument into validated tasks (ids follow sorted file names)."""
-    if options.groupby is not None and options.groupby < 1:
-        raise InputError("--groupby", f"must be a positive number of tasks, got {options.groupby}")
     path = Path(invocation_path)
     base_loc = options.s3 or "localhost"
     if path.is_dir():
@@ -215,8 +211,7 @@ def _sweep(tool: Tool, invocation: dict[str, Any], stem: str, params: list[str],
         yield derived, f"{stem}_sweep-{number}.json"
 
 
-def group(tasks: list[TaskPlan], groupby: int | None, dev: bool) -> list[list[TaskPlan]]:
-    """Batches of ``groupby`` consecutive tasks (the last one the remainder); --dev keeps the first batch."""
+def group(tasks: list[TaskPlan], groupby: int | None) -> list[list[TaskPlan]]:
+    """Batches of ``groupby`` consecutive tasks (the last one the remainder)."""
     size = groupby or 1
-    groups = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-    return groups[:1] if dev else groups
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]

@@ -140,6 +140,10 @@ def test_dev_runs_only_the_first_group(clowdr, provdir, invocations):
     result = clowdr("local", DATA / "sleep.json", directory, provdir, "--dev", "--groupby", "2")
     assert result.returncode == 0, result.stderr
     assert sorted(result.summaries()) == [0, 1]
+    assert (result.meta / "task-4.json").exists()         # every task is recorded, as the original did
+    rest = clowdr("local", DATA / "sleep.json", directory, provdir, "-R", "incomplete", "--run_id",
+                  result.meta.parent.name)
+    assert sorted(rest.summaries()) == [0, 1, 2, 3, 4] and rest.summary(4)["attempt"] == 1
     single = clowdr("local", DATA / "sleep.json", directory, provdir, "-d")
     assert sorted(single.summaries()) == [0]
 
