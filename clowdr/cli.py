@@ -158,7 +158,11 @@ def main(args: list[str] | None = None) -> int:
     if namespace.mode is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    from clowdr.progress import ProgressLogHandler
+
+    handler = ProgressLogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("clowdr").setLevel(logging.INFO if getattr(namespace, "verbose", False) else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = namespace.func
     from clowdr.errors import ClowdrError

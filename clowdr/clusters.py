@@ -39,4 +39,5 @@ def _local_cluster() -> Any:
         host=settings["host"],
         dashboard_address=settings["dashboard-address"],
         silence_logs=logging.ERROR,
+        preload=["clowdr.worker"],
     )

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from clowdr import config
 from clowdr.clusters import cluster_kind, make_cluster
@@ -21,7 +21,7 @@ from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, existing_provdir, select_for_rerun, write_json
-from clowdr.worker import iso
+from clowdr.worker import iso, stop_running_tools
 
 log = logging.getLogger("clowdr")
 
@@ -77,11 +77,12 @@ class Planned:
 
 @dataclass
 class Launch:
-    """A recorded launch: the run directory, the tool, and task groups ready to submit."""
+    """A launch whose run is on disk; ``steps`` records its task groups one by one, yielding each."""
 
     run: RunDir
     tool: Tool
-    groups: list[list[TaskState]]
+    steps: Iterator[list[TaskState]]
+    total: int                          # tasks this launch runs
     mode: str
     req: LocalRequest
 
@@ -137,32 +138,45 @@ def _validate_rerun(req: LocalRequest) -> Planned:
 
 
 def record(planned: Planned) -> Launch:
-    """Write the run's metadata (or, for a rerun, move current attempts into the history) before launching."""
+    """Write what every task needs (run directory, descriptor copy, run.json); the tasks' own files follow.
+
+    ``Launch.steps`` records the tasks group by group (task-N.json and the invocation copy, or for a rerun
+    the move of the current attempt into the history) and yields each group once it is on disk: a task is
+    never submitted before its record exists, and the first one need not wait for the last one's.
+    """
     req, tool = planned.req, planned.tool
     launched = planned.batches[:1] if req.dev else planned.batches   # --dev: every task recorded, one group run
     if planned.rerun is not None:
-        run = planned.rerun
-        states = [[_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
-                   for t in batch] for batch in launched]
-        mode = f"rerun-{req.rerun}"
+        run, mode = planned.rerun, f"rerun-{req.rerun}"
+        steps = _rerun_steps(run, req, launched)
     else:
-        run = RunDir.create(req.provdir)
-        descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
-        taken = {descriptor_copy.name}
+        run, mode = RunDir.create(req.provdir), "new"
+        steps = _new_steps(run, req, tool, planned.batches, len(launched))
+    _record_launch(run, req, tool, mode, [[t.index for t in batch] for batch in launched], planned.total)
+    return Launch(run, tool, steps, sum(len(b) for b in launched), mode, req)
+
+
+def _new_steps(run: RunDir, req: LocalRequest, tool: Tool, batches: list[list[TaskPlan]],
+               launched: int) -> Iterator[list[TaskState]]:
+    descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+    taken = {descriptor_copy.name}
+    for number, batch in enumerate(batches):
         states = []
-        for batch in planned.batches:
-            states.append([])
-            for task in batch:
-                invocation_copy = run.meta / run.unique_name(task.invocation_name, taken)
-                write_json(invocation_copy, task.invocation)
-                workdir = _workdir(req, run, task.index)
-                run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
-                                            "dataloc": task.dataloc, "taskloc": workdir})
-                states[-1].append(_state(run, task.index, 1, task.invocation, workdir))
-        states = states[:len(launched)]
-        mode = "new"
-    _record_launch(run, req, tool, mode, states, planned.total)
-    return Launch(run, tool, states, mode, req)
+        for task in batch:
+            invocation_copy = run.meta / run.unique_name(task.invocation_name, taken)
+            write_json(invocation_copy, task.invocation)
+            workdir = _workdir(req, run, task.index)
+            run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
+                                        "dataloc": task.dataloc, "taskloc": workdir})
+            states.append(_state(run, task.index, 1, task.invocation, workdir))
+        if number < launched:
+            yield states
+
+
+def _rerun_steps(run: RunDir, req: LocalRequest, batches: list[list[TaskPlan]]) -> Iterator[list[TaskState]]:
+    for batch in batches:
+        yield [_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
+               for t in batch]
 
 
 def _workdir(req: LocalRequest, run: RunDir, index: int) -> str:
@@ -187,13 +201,13 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[TaskState]],
+def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[int]],
                    total: int) -> None:
     """Append this launch to run.json (created for a new run, or for an original-tool run that has none)."""
     options = {k: v for k, v in vars(req).items() if k != "command"}
     launch = {"mode": mode, "start": iso(time.time()), "end": None, "command": req.command, "options": options,
               "cluster": cluster_kind(req.cluster), "versions": _versions(),
-              "tasks": [t.index for g in groups for t in g], "groups": len(groups), "setup_only": req.setup}
+              "tasks": [t for g in groups for t in g], "groups": len(groups), "setup_only": req.setup}
     data = run.read_run() or {"run_id": run.run_id, "tool": tool.name, "descriptor": tool.path.name,
                               "start": launch["start"], "end": None, "launches": []}
     data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")}, tasks=total)
@@ -229,7 +243,6 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
     from distributed import Client
 
     outcome = Outcome(launch.run, launched=True)
-    total = sum(len(g) for g in launch.groups)
     client = Client(cluster, set_as_default=False)
     log.info("Dask dashboard: %s", client.dashboard_link)
     context = {
@@ -239,17 +252,19 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
         "topic": f"clowdr-{launch.run.run_id}",
         "sampling": sampling_settings(),
     }
-    monitor = Monitor(launch.run, client, context, launch.groups, Progress(total),
+    monitor = Monitor(launch.run, client, context, launch.steps, launch.total, Progress(launch.total),
                       config.get("retries.worker-lost"), config.get("monitor.progress-refresh"))
-    status = "finished"
+    status = "interrupted"
     try:
         monitor.start()
         monitor.run_until_done()
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
+        status = "finished"
     finally:
         outcome.succeeded, outcome.failed = monitor.succeeded, monitor.failed
+        if status != "finished":
+            # Tasks still running are stopped, not orphaned; they stay without a summary (--rerun incomplete).
+            monitor.cancel()
+            client.run(stop_running_tools)
         client.close()
         cluster.close()
         _finish_launch(launch.run, outcome, status)
@@ -260,9 +275,12 @@ def run_local(req: LocalRequest) -> Outcome:
     """``clowdr local``: plan, record, and (unless --setup) execute."""
     planned = validate(req)
     if req.setup:
-        return Outcome(record(planned).run)
+        launch = record(planned)
+        for _ in launch.steps:
+            pass
+        return Outcome(launch.run)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # The cluster starts (workers importing Dask) while the run's metadata is written.
+        # The cluster starts (workers importing Dask) while the run is recorded.
         starting = pool.submit(make_cluster, req.cluster)
         try:
             launch = record(planned)

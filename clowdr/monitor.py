@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
+from clowdr.errors import ClowdrError
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir
 from clowdr.worker import iso, run_group
@@ -40,8 +42,8 @@ class TaskState:
 class Monitor:
     """Submits task groups, records their results, resubmits lost ones; ``run()`` returns when all are final."""
 
-    def __init__(self, run: RunDir, client: Any, context: dict[str, Any], groups: list[list[TaskState]],
-                 progress: Progress, worker_lost_retries: int, refresh: float) -> None:
+    def __init__(self, run: RunDir, client: Any, context: dict[str, Any], groups: Iterator[list[TaskState]],
+                 total: int, progress: Progress, worker_lost_retries: int, refresh: float) -> None:
         self.run = run
         self.client = client
         self.context = context
@@ -49,13 +51,14 @@ class Monitor:
         self.progress = progress
         self.retries = worker_lost_retries
         self.refresh = refresh
-        self.tasks = {t.index: t for group in groups for t in group}
+        self.tasks: dict[int, TaskState] = {}
         self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
+        self._ready: list[list[TaskState]] = []
         self._submitted = 0
         self.running: set[int] = set()
-        self.remaining = len(self.tasks)
+        self.remaining = total
         self.succeeded = self.failed = 0
 
     # -- Dask side: only enqueue, never block the event loop ------------------------------------
@@ -69,7 +72,15 @@ class Monitor:
     def start(self) -> None:
         self.client.subscribe_topic(self.context["topic"], self._on_event)
         [self._context_future] = self.client.scatter([self.context], broadcast=True, hash=False)
-        self._submit(self.groups)
+        threading.Thread(target=self._record_groups, name="clowdr-recorder", daemon=True).start()
+
+    def _record_groups(self) -> None:
+        """Record the groups one by one (their files on disk first); each is handed to the loop when ready."""
+        try:
+            for group in self.groups:
+                self.queue.put(("ready", group))
+        except Exception as exc:  # e.g. the disk filled up: the loop stops the launch and reports it
+            self.queue.put(("error", exc))
 
     def _submit(self, groups: list[list[TaskState]]) -> None:
         now = time.time()
@@ -86,9 +97,13 @@ class Monitor:
             self._futures[future.key] = (future, group)
             future.add_done_callback(self._on_done)
 
+    def cancel(self) -> None:
+        """Withdraw every group not finished yet (the launch is being stopped)."""
+        self.client.cancel([future for future, _ in self._futures.values()])
+        self._futures.clear()
+
     # -- the loop ---------------------------------------------------------------------------------
     def run_until_done(self) -> None:
-        self.remaining = sum(1 for t in self.tasks.values() if t.summary is None)
         next_draw = 0.0
         while self.remaining:
             try:
@@ -99,6 +114,14 @@ class Monitor:
                 self._handle_event(item)
             elif kind == "done":
                 self._handle_done(item)
+            elif kind == "ready":
+                self.tasks.update((t.index, t) for t in item)
+                self._ready.append(item)
+            elif kind == "error":
+                raise ClowdrError(f"cannot record the run in {self.run.meta}: {item}") from item
+            if self._ready and (self._submitted == 0 or self.queue.empty()):
+                self._submit(self._ready)      # the first group at once, then whatever has accumulated
+                self._ready = []
             if time.monotonic() >= next_draw:
                 self.progress.update(self.succeeded, self.failed, len(self.running))
                 next_draw = time.monotonic() + self.refresh

@@ -1,6 +1,11 @@
-"""A one-line progress display on a terminal; silent when stderr is not one."""
+"""A one-line progress display on a terminal; silent when stderr is not one.
+
+Log lines (``--verbose``) go above the progress line: ``ProgressLogHandler`` clears it, writes the
+message, and draws it again, so the two never overwrite each other.
+"""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
@@ -14,12 +19,14 @@ def _clock(seconds: float) -> str:
 class Progress:
     """done / failed / running, elapsed, and an ETA from the mean completion rate so far."""
 
+    shown: "Progress | None" = None       # the line on screen now, for ProgressLogHandler
+
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.started = time.monotonic()
-        self._width = 0
+        self._text = ""
 
     def line(self, done: int, failed: int, running: int) -> str:
         elapsed = time.monotonic() - self.started
@@ -31,12 +38,34 @@ class Progress:
     def update(self, done: int, failed: int, running: int) -> None:
         if not self.enabled:
             return
-        text = self.line(done, failed, running)
-        self.stream.write("\r" + text.ljust(self._width))
-        self._width = len(text)
+        self.clear()
+        self._text = self.line(done, failed, running)
+        self.draw()
+        Progress.shown = self
+
+    def clear(self) -> None:
+        if self._text:
+            self.stream.write("\r" + " " * len(self._text) + "\r")
+
+    def draw(self) -> None:
+        self.stream.write(self._text)
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self._width:
+        if self.enabled and self._text:
             self.stream.write("\n")
             self.stream.flush()
+        self._text = ""
+        Progress.shown = None
+
+
+class ProgressLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes log records above the progress line instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        shown = Progress.shown if Progress.shown is not None and Progress.shown.stream is self.stream else None
+        if shown is not None:
+            shown.clear()
+        super().emit(record)
+        if shown is not None:
+            shown.draw()

@@ -6,6 +6,7 @@ each tool gets its own working directory and environment. Progress leaves throug
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -21,6 +22,44 @@ from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
 
 Emit = Callable[[dict[str, Any]], None]
 _builders: dict[str, CommandBuilder] = {}
+# Tools running in this process: process-group id -> (docker binary, container id file) for container tools.
+# Tools run in their own sessions (so one can be stopped whole), hence nothing kills them with the worker:
+# stop_running_tools does, on interrupt (called by the client) and when this process exits.
+_running: dict[int, tuple[str, str] | None] = {}
+
+
+def stop_running_tools() -> int:
+    """Stop every tool this process is running (whole process groups, and their containers); return how many."""
+    stopped = 0
+    for pgid, container in list(_running.items()):
+        if container:
+            docker, cidfile = container
+            try:
+                with open(cidfile) as handle:
+                    subprocess.run([docker, "kill", handle.read().strip()], capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                pass
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            stopped += 1
+        except ProcessLookupError:
+            pass
+    return stopped
+
+
+atexit.register(stop_running_tools)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook, run as each worker starts (importing this module warms the first task, too).
+
+    The worker leaves the terminal's process group: a Ctrl-C reaches only the client, which stops the
+    running tools through ``stop_running_tools`` and shuts the workers down in order.
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:   # already a group or session leader
+        pass
 
 
 def iso(timestamp: float) -> str:
@@ -124,6 +163,7 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
         started = time.perf_counter()
         proc = subprocess.Popen(argv, shell=not gnu_time, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, start_new_session=True)
+        _running[proc.pid] = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
         target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
         sampler = Sampler(target, started,
                           lambda rows: emit({"kind": "usage", "task": task, "attempt": attempt, "rows": [list(r) for r in rows]}),
@@ -132,6 +172,7 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
         try:
             _, status, rusage = os.wait4(proc.pid, 0)
         finally:
+            _running.pop(proc.pid, None)
             sampler.stop()
         ended = time.perf_counter()
         proc.returncode = code = os.waitstatus_to_exitcode(status)

@@ -58,3 +58,21 @@ def test_progress_on_a_terminal_and_verbose_detail(invocations, provdir):
     status, output = _run_on_a_terminal(["local", str(DATA / "sleep.json"), str(directory), str(provdir), "-V"])
     assert status == 0
     assert "task 3 attempt 1 succeeded" in output and "Dask dashboard: http://127.0.0.1:" in output
+
+
+def test_log_lines_go_above_the_progress_line():
+    import logging
+
+    from clowdr.progress import ProgressLogHandler
+
+    stream = io.StringIO()
+    progress = Progress(4, stream=stream, enabled=True)
+    progress.update(1, 0, 1)
+    line = progress.line(1, 0, 1)
+    handler = ProgressLogHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.emit(logging.LogRecord("clowdr", logging.INFO, __file__, 1, "task 2 started", None, None))
+    progress.close()
+    text = stream.getvalue()
+    cleared = "\r" + " " * len(line) + "\r"
+    assert text.endswith(cleared + "task 2 started\n" + line + "\n")
