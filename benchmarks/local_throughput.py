@@ -1,16 +1,19 @@
 """Throughput of ``clowdr local`` on N trivial tasks against ``xargs -P<cores>`` on the same command lines.
 
-Run by hand:  python benchmarks/local_throughput.py [-n 1000] [--dir DIR]
-Prints ms per task for both (measured in this same run), their ratio, and clowdr's start-up time
-(CLI start to the first task running). Full provenance is written for every clowdr task.
-Both work under DIR (default benchmarks/out/): on this project's machines /tmp creates files ~18x
-slower than the rest of the same disk, which would measure /tmp rather than clowdr.
+Run by hand:  python benchmarks/local_throughput.py [-n 1000] [--repeat 3] [--dir DIR]
+Each repetition runs xargs, then clowdr (full provenance for every task), in the same directory; the
+script prints ms per task for both, their ratio, clowdr's start-up time (CLI start to the first task
+running), and the cost of creating one file in DIR, measured in the same repetition: on this project's
+machines that cost alone swings between ~40 and ~1000 us over minutes, and clowdr writes eight files
+per task (working directory, stdout, stderr, the tool's own output, usage, summary, task file,
+invocation copy) where the xargs baseline writes one. Medians over the repetitions come last.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,55 +29,75 @@ DESCRIPTOR = {
 }
 
 
+def create_cost_us(directory: Path, count: int = 500) -> float:
+    """Microseconds to create (and close) one empty file in ``directory``."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        started = time.perf_counter()
+        for i in range(count):
+            os.close(os.open(f"{tmp}/f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return (time.perf_counter() - started) / count * 1e6
+
+
+def run_xargs(root: Path, n: int, cores: int) -> float:
+    lines = []
+    for i in range(n):
+        work = root / "xargs" / f"task-{i}"
+        work.mkdir(parents=True)
+        lines.append(f"cd {work} && echo {i} > out-{i}.txt")
+    started = time.perf_counter()
+    subprocess.run(["xargs", "-0", f"-P{cores}", "-n1", "sh", "-c"], input="\0".join(lines).encode(), check=True)
+    return (time.perf_counter() - started) / n * 1000
+
+
+def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
+    """(ms per task from first start to last end, ms per task for the whole command, start-up seconds)."""
+    descriptor = root / "trivial.json"
+    descriptor.write_text(json.dumps(DESCRIPTOR))
+    invocations = root / "invocations"
+    invocations.mkdir()
+    for i in range(n):
+        (invocations / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
+    provdir = root / "prov"
+    provdir.mkdir()
+    cli_start = time.time()
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(provdir)],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
+    summaries = [json.loads(p.read_text()) for p in Path(done.stdout.strip()).glob("task-*-summary.json")]
+    assert len(summaries) == n and all(s["status"] == "succeeded" for s in summaries)
+    starts = [datetime.fromisoformat(s["start_time"]).timestamp() for s in summaries]
+    ends = [datetime.fromisoformat(s["end_time"]).timestamp() for s in summaries]
+    return (max(ends) - min(starts)) / n * 1000, wall / n * 1000, min(starts) - cli_start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="number of tasks (default 1000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--dir", default=str(Path(__file__).with_name("out")), help="where to work (default benchmarks/out)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="clowdr-bench-", dir=args.dir) as tmp:
-        root = Path(tmp)
-        descriptor = root / "trivial.json"
-        descriptor.write_text(json.dumps(DESCRIPTOR))
-        invocations = root / "invocations"
-        invocations.mkdir()
-        for i in range(args.n):
-            (invocations / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
-        provdir = root / "prov"
-        provdir.mkdir()
-
-        # Baseline: the same command lines through xargs, each in its own directory as clowdr runs them.
-        lines = []
-        for i in range(args.n):
-            work = root / "xargs" / f"task-{i}"
-            work.mkdir(parents=True)
-            lines.append(f"cd {work} && echo {i} > out-{i}.txt")
-        started = time.perf_counter()
-        subprocess.run(["xargs", "-0", f"-P{cores}", "-n1", "sh", "-c"], input="\0".join(lines).encode(), check=True)
-        xargs_ms = (time.perf_counter() - started) / args.n * 1000
-
-        cli_start = time.time()
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(provdir)],
-                              capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        if done.returncode != 0:
-            sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
-        meta = Path(done.stdout.strip())
-        summaries = [json.loads(p.read_text()) for p in meta.glob("task-*-summary.json")]
-        assert len(summaries) == args.n and all(s["status"] == "succeeded" for s in summaries)
-        starts = sorted(datetime.fromisoformat(s["start_time"]).timestamp() for s in summaries)
-        ends = sorted(datetime.fromisoformat(s["end_time"]).timestamp() for s in summaries)
-        startup = starts[0] - cli_start
-        steady_ms = (ends[-1] - starts[0]) / args.n * 1000
-        total_ms = wall / args.n * 1000
-
-    print(f"tasks: {args.n} on {cores} cores")
-    print(f"xargs -P{cores}:                   {xargs_ms:7.2f} ms per task")
-    print(f"clowdr local (first to last task): {steady_ms:7.2f} ms per task  (ratio to xargs {steady_ms / xargs_ms:5.1f}x)")
-    print(f"clowdr local (whole command):      {total_ms:7.2f} ms per task  (ratio to xargs {total_ms / xargs_ms:5.1f}x)")
-    print(f"clowdr start-up (CLI start to first task running): {startup:.2f} s; whole command {wall:.2f} s")
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"{args.n} trivial tasks on {cores} cores, in {base}")
+    print(f"{'rep':>3} {'create us':>9} {'xargs ms/task':>13} {'clowdr ms/task':>14} {'ratio':>6} "
+          f"{'clowdr whole ms/task':>20} {'start-up s':>10}")
+    for rep in range(1, args.repeat + 1):
+        with tempfile.TemporaryDirectory(prefix="clowdr-bench-", dir=base) as tmp:
+            create = create_cost_us(base)
+            xargs_ms = run_xargs(Path(tmp), args.n, cores)
+            steady_ms, whole_ms, startup = run_clowdr(Path(tmp), args.n)
+        rows.append((create, xargs_ms, steady_ms, whole_ms, startup))
+        print(f"{rep:>3} {create:>9.0f} {xargs_ms:>13.2f} {steady_ms:>14.2f} {steady_ms / xargs_ms:>6.1f} "
+              f"{whole_ms:>20.2f} {startup:>10.2f}")
+    median = [statistics.median(column) for column in zip(*rows)]
+    print(f"median: file create {median[0]:.0f} us; xargs -P{cores} {median[1]:.2f} ms/task; clowdr local "
+          f"{median[2]:.2f} ms/task (first task start to last task end; ratio {median[2] / median[1]:.1f}x), "
+          f"{median[3]:.2f} ms/task for the whole command; start-up {median[4]:.2f} s")
 
 
 if __name__ == "__main__":
