@@ -123,6 +123,8 @@ def _run_local(args: argparse.Namespace) -> int:
     options["volumes"] = options["volumes"] or []
     options["sweep"] = options["sweep"] or []
     outcome = run_local(LocalRequest(**options))
+    if outcome.job_script:
+        print(outcome.job_script)
     print(outcome.run.meta)
     return outcome.exit_status
 

@@ -7,7 +7,7 @@ from typing import Any
 import dask.config
 import yaml
 
-_DEFAULTS = Path(__file__).with_name("clowdr.yaml")
+DEFAULTS = Path(__file__).with_name("clowdr.yaml")
 _loaded = False
 
 
@@ -15,7 +15,7 @@ def load_defaults() -> None:
     """Register clowdr's packaged defaults with dask.config once (user settings keep precedence)."""
     global _loaded
     if not _loaded:
-        dask.config.update_defaults(yaml.safe_load(_DEFAULTS.read_text()))
+        dask.config.update_defaults(yaml.safe_load(DEFAULTS.read_text()))
         _loaded = True
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clowdr import config
-from clowdr.clusters import cluster_kind, make_cluster
+from clowdr.clusters import ClusterSpec, cluster_kind, import_jobqueue, make_cluster, parse_clusterargs, slurm_cluster, slurm_request
 from clowdr.errors import InputError, NotAvailableError
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
@@ -58,6 +58,7 @@ class Outcome:
     succeeded: int = 0
     failed: int = 0
     launched: bool = False
+    job_script: str | None = None
 
     @property
     def exit_status(self) -> int:
@@ -100,14 +101,9 @@ def check_options(req: LocalRequest) -> None:
     if req.run_id and not req.rerun:
         raise InputError("--run_id", "only goes with --rerun all|failed|incomplete")
     if req.clusterargs:
-        for pair in req.clusterargs.split(","):
-            key, sep, value = pair.partition(":")
-            if not sep or not key.strip() or not value.strip():
-                raise InputError("--clusterargs", f"'{pair}' is not a key:value pair (e.g. time:4:00,mem:2048)")
+        parse_clusterargs(req.clusterargs)
     if req.s3:
         raise NotAvailableError("--s3: staging data from S3 is not available yet in this version of clowdr")
-    if req.cluster and req.cluster != "local":
-        raise NotAvailableError(f"--cluster {req.cluster} is not available yet in this version of clowdr")
 
 
 def validate(req: LocalRequest) -> Planned:
@@ -118,7 +114,7 @@ def validate(req: LocalRequest) -> Planned:
         return _validate_rerun(req)
     tool = load_tool(req.descriptor)
     tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
-    return Planned(req, tool, group(tasks, req.groupby), total=len(tasks))
+    return _checked(Planned(req, tool, group(tasks, req.groupby), total=len(tasks)))
 
 
 def _validate_rerun(req: LocalRequest) -> Planned:
@@ -134,10 +130,25 @@ def _validate_rerun(req: LocalRequest) -> Planned:
         path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
         invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
-    return Planned(req, tool, group(tasks, req.groupby), total=len(records), rerun=run)
+    return _checked(Planned(req, tool, group(tasks, req.groupby), total=len(records), rerun=run))
 
 
-def record(planned: Planned) -> Launch:
+def _checked(planned: Planned) -> Planned:
+    """What the cluster will be asked for is checked now too (a bad --clusterargs time or size)."""
+    if planned.req.cluster == "slurm":
+        slurm_request(cluster_spec(planned))
+    return planned
+
+
+def cluster_spec(planned: Planned, log_directory: Path | None = None) -> ClusterSpec:
+    req = planned.req
+    launched = planned.batches[:1] if req.dev else planned.batches
+    return ClusterSpec(kind=cluster_kind(req.cluster), clusterargs=req.clusterargs, jobname=req.jobname,
+                       resources=dict(planned.tool.descriptor.get("suggested-resources") or {}),
+                       log_directory=str(log_directory) if log_directory else None, groups=len(launched))
+
+
+def record(planned: Planned, run: RunDir | None = None) -> Launch:
     """Write what every task needs (run directory, descriptor copy, run.json); the tasks' own files follow.
 
     ``Launch.steps`` records the tasks group by group (task-N.json and the invocation copy, or for a rerun
@@ -150,7 +161,7 @@ def record(planned: Planned) -> Launch:
         run, mode = planned.rerun, f"rerun-{req.rerun}"
         steps = _rerun_steps(run, req, launched)
     else:
-        run, mode = RunDir.create(req.provdir), "new"
+        run, mode = run or RunDir.create(req.provdir), "new"
         steps = _new_steps(run, req, tool, planned.batches, len(launched))
     _record_launch(run, req, tool, mode, [[t.index for t in batch] for batch in launched], planned.total)
     return Launch(run, tool, steps, sum(len(b) for b in launched), mode, req)
@@ -251,6 +262,7 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
         "container": container_settings(launch.req.volumes, launch.req.user, launch.req.simg),
         "topic": f"clowdr-{launch.run.run_id}",
         "sampling": sampling_settings(),
+        "retire-margin": config.get("slurm.retire-margin"),
     }
     monitor = Monitor(launch.run, client, context, launch.steps, launch.total, Progress(launch.total),
                       config.get("retries.worker-lost"), config.get("monitor.progress-refresh"))
@@ -274,20 +286,33 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
 def run_local(req: LocalRequest) -> Outcome:
     """``clowdr local``: plan, record, and (unless --setup) execute."""
     planned = validate(req)
+    run = planned.rerun or RunDir.create(req.provdir)
+    spec = cluster_spec(planned, run.meta / "slurm" if req.cluster == "slurm" else None)
     if req.setup:
-        launch = record(planned)
+        launch = record(planned, run)
         for _ in launch.steps:
             pass
-        return Outcome(launch.run)
+        return Outcome(launch.run, job_script=job_script(spec) if spec.kind == "slurm" else None)
+    if spec.kind == "slurm":
+        import_jobqueue()      # in the main thread, before the cluster starts in another one
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # The cluster starts (workers importing Dask) while the run is recorded.
-        starting = pool.submit(make_cluster, req.cluster)
+        # The cluster starts (workers importing Dask, or worker jobs queued) while the run is recorded.
+        starting = pool.submit(make_cluster, spec)
         try:
-            launch = record(planned)
+            launch = record(planned, run)
         except BaseException:
             starting.result().close()
             raise
         return execute(launch, starting.result())
+
+
+def job_script(spec: ClusterSpec) -> str:
+    """The script each SLURM worker job would run (``--setup --cluster slurm``); nothing is submitted."""
+    cluster = slurm_cluster(spec)
+    try:
+        return str(cluster.job_script())
+    finally:
+        cluster.close()
 
 
 def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str | None = None,

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from clowdr.clusters import lost_job_reason
 from clowdr.errors import ClowdrError
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir
@@ -31,8 +32,9 @@ class TaskState:
     index: int
     spec: dict[str, Any]
     submit_time: float = 0.0
+    slurm_job_id: str | None = None     # the worker job running the current attempt, once it started
     summary: dict[str, Any] | None = None
-    history: list[str] = field(default_factory=list)   # why earlier attempts of this launch ended
+    history: list[dict[str, Any]] = field(default_factory=list)   # how earlier attempts of this launch ended
 
     @property
     def attempt(self) -> int:
@@ -71,7 +73,10 @@ class Monitor:
     # -- submission -----------------------------------------------------------------------------
     def start(self) -> None:
         self.client.subscribe_topic(self.context["topic"], self._on_event)
-        [self._context_future] = self.client.scatter([self.context], broadcast=True, hash=False)
+        # One task holds what every group needs (descriptor, settings): sent once, not with every group, and,
+        # unlike a scatter, it needs no worker to exist yet (SLURM worker jobs start when work is pending).
+        self._context_future = self.client.submit(dict, self.context, key=f"clowdr-context-{self.run.run_id}",
+                                                  pure=False)
         threading.Thread(target=self._record_groups, name="clowdr-recorder", daemon=True).start()
 
     def _record_groups(self) -> None:
@@ -150,6 +155,7 @@ class Monitor:
             return
         if message["kind"] == "start":
             self.running.add(task.index)
+            task.slurm_job_id = message.get("slurm_job_id")
             log.info("task %d attempt %d started on %s", task.index, task.attempt, message["worker"])
         elif message["kind"] == "usage":
             self.run.append_usage(task.index, message["rows"])
@@ -168,16 +174,26 @@ class Monitor:
                     self._finish(task, record)
             return
         failure, message = _classify(future)
-        retry = [t for t in unrecorded if failure == "worker-lost" and len(t.history) < self.retries]
+        retry = []
         for task in unrecorded:
-            if task in retry:
-                log.warning("task %d attempt %d: %s; submitting it again", task.index, task.attempt, message)
-                task.history.append(message)
+            why = lost_job_reason(task.slurm_job_id) if failure == "worker-lost" else None
+            task_failure, task_message = (why[0], f"{message}; {why[1]}") if why else (failure, message)
+            if failure == "worker-lost" and len(task.history) < self.retries:
+                log.warning("task %d attempt %d: %s; submitting it again", task.index, task.attempt, task_message)
+                ended = {"attempt": task.attempt, "failure": task_failure, "error": task_message,
+                         "slurm_job_id": task.slurm_job_id}
+                task.history.append(ended)
+                # the lost attempt's own summary goes into its place in the attempt history
+                self.run.write_summary(task.index, dict(ORIGINAL_KEYS, task=task.index, status="failed",
+                                                        submit_time=iso(task.submit_time), **ended))
                 task.spec = dict(task.spec, attempt=self.run.next_attempt(task.index))
+                task.slurm_job_id = None
+                retry.append(task)
             else:
                 self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",
-                                   "failure": failure, "error": message, "exitcode": None,
-                                   "end_time": iso(time.time()), "usage": []})
+                                   "failure": task_failure, "error": task_message, "exitcode": None,
+                                   "slurm_job_id": task.slurm_job_id, "end_time": iso(time.time()),
+                                   "usage": []})
         if retry:
             self._submit([retry])
 

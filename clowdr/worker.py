@@ -92,9 +92,26 @@ def worker_name() -> str:
         return "local"
 
 
+def job_seconds_left() -> float | None:
+    """Seconds before this SLURM worker job reaches its walltime (None outside one; set by its job script)."""
+    started, walltime = os.environ.get("CLOWDR_JOB_STARTED"), os.environ.get("CLOWDR_WALLTIME_SECONDS")
+    if not started or not walltime:
+        return None
+    return float(started) + float(walltime) - time.time()
+
+
 def run_group(specs: list[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
     """The Dask task: run a group of tasks one after the other on this worker."""
     emit = dask_emitter(context["topic"])
+    left = job_seconds_left()
+    if left is not None and left < context["retire-margin"]:
+        # Too close to this SLURM job's walltime to start anything: the scheduler runs the group elsewhere
+        # (a fresh worker job) and this worker leaves, instead of letting the walltime kill a task.
+        from distributed import Reschedule, get_worker
+
+        worker = get_worker()
+        worker.loop.add_callback(worker.close, reason="clowdr: too close to the job's walltime")
+        raise Reschedule()
     builder = builder_for(context)
     records = []
     for spec in specs:
@@ -115,7 +132,7 @@ def run_task(spec: dict[str, Any], builder: CommandBuilder, emit: Emit, sampling
     wall_start = time.time()
     record.update(start_time=iso(wall_start), launchtime=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_start)))
     emit({"kind": "start", "task": task, "attempt": attempt, "start_time": record["start_time"],
-          "hostname": record["hostname"], "worker": record["worker"]})
+          "hostname": record["hostname"], "worker": record["worker"], "slurm_job_id": record["slurm_job_id"]})
     try:
         prepared = builder.prepare(spec["invocation"], workdir, _private_dir())
     except Exception as exc:  # the tool never started: record why, keep the run going

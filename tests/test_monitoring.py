@@ -137,9 +137,11 @@ def test_a_lost_worker_is_noticed_and_the_task_runs_again(clowdr, provdir, tmp_p
     assert result.returncode == 0, result.stderr
     summary = result.summary(0)
     assert summary["attempt"] == 2 and summary["status"] == "succeeded"
-    assert "worker lost" in summary["previous_attempts_ended"][0]
+    ended = summary["previous_attempts_ended"][0]
+    assert ended["attempt"] == 1 and ended["failure"] == "worker-lost" and "worker lost" in ended["error"]
     assert (result.meta / "task-0-stdout.txt").read_text() == "survived\n"
-    assert (result.meta / "attempts" / "task-0" / "attempt-1").is_dir()
+    archived = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["status"] == "failed" and archived["failure"] == "worker-lost" and archived["attempt"] == 1
 
 
 def test_no_credentials_or_environment_in_the_record(clowdr, provdir, tmp_path):

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Stop the SLURM daemons that scripts/slurm-up.sh started, and only those: they are
+# found by the pid files in its state dir, and a pid is signalled only if it still
+# runs that daemon's binary (a pid may have been reused). Jobs are cancelled first
+# so no job processes outlive slurmd. Exits 0 once none of ours runs; safe to repeat.
+set -euo pipefail
+exec </dev/null
+
+STATE=/var/lib/clowdr-test-slurm
+
+log() { echo "slurm-down: $*" >&2; }
+
+# alive NAME: as in slurm-up.sh (live, not a zombie, runs /usr/sbin/NAME's binary)
+alive() {
+    local pf="$STATE/pid/$1.pid" pid
+    [ -s "$pf" ] || return 1
+    pid=$(cat "$pf")
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "/usr/sbin/$1")" ] || return 1
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    [ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ]
+}
+
+stop() {  # stop NAME: TERM, wait up to 20 s, then KILL
+    local pf="$STATE/pid/$1.pid" pid
+    [ -e "$pf" ] || return 0   # not started by slurm-up.sh: leave it alone
+    if alive "$1"; then
+        pid=$(cat "$pf")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 200); do alive "$1" || break; sleep 0.1; done
+        if alive "$1"; then
+            log "$1 (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done
+        fi
+        log "stopped $1 (pid $pid)"
+    fi
+    rm -f "$pf"
+}
+
+[ -d "$STATE/pid" ] || exit 0
+# Hold slurm-up.sh's lock so that we do not race a concurrent start.
+exec 9>"$STATE/lock"
+flock -w 300 9 || { log "timed out waiting for $STATE/lock"; exit 1; }
+
+# Cancel every job (and all its steps: --full) while our controller still answers,
+# then give slurmd a moment (KillWait=5) to kill them before it goes itself.
+if alive slurmctld && alive slurmd; then
+    jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    if [ -n "${jobs// /}" ]; then
+        log "cancelling jobs: $jobs"
+        # shellcheck disable=SC2086
+        scancel --full $jobs 2>/dev/null || true
+        for _ in $(seq 150); do [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break; sleep 0.1; done
+    fi
+fi
+
+stop slurmd
+stop slurmctld
+stop munged
+exit 0

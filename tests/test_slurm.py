@@ -1,0 +1,137 @@
+"""clowdr on a real single-node SLURM on 127.0.0.1 (scripts/slurm-up.sh), through dask-jobqueue."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, EXAMPLES, SCRIPTS, write_json
+
+STATE = Path("/var/lib/clowdr-test-slurm/pid")
+# Everything on loopback: the scheduler and the workers talk over lo only.
+LOOPBACK = {"DASK_CLOWDR__SLURM__INTERFACE": "lo"}
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A real SLURM started by the project's own script, stopped at the end if this session started it."""
+    if os.geteuid() != 0:
+        pytest.skip("starting SLURM daemons needs root; this machine runs the tests as a normal user")
+    already = (STATE / "slurmctld.pid").exists()
+    done = subprocess.run(["bash", str(SCRIPTS / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/slurm-up.sh failed: {done.stderr[-2000:]}")
+    yield
+    if not already:
+        subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh")], capture_output=True, timeout=120)
+
+
+def scontrol(job_id: str) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return dict(item.split("=", 1) for item in shown.split() if "=" in item)
+
+
+def test_tasks_run_on_several_worker_jobs(slurm, clowdr, provdir, invocations):
+    directory = invocations({f"i{n}.json": {"seconds": 1.5} for n in range(6)})
+    result = clowdr("local", DATA / "sleep.json", directory, provdir, "--cluster", "slurm", env=LOOPBACK,
+                    timeout=240)
+    assert result.returncode == 0, result.stderr
+    summaries = result.summaries()
+    assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
+    jobs = {s["slurm_job_id"] for s in summaries.values()}
+    assert None not in jobs and len(jobs) >= 2                       # several worker jobs shared the work
+    run = json.loads((result.meta / "run.json").read_text())
+    assert run["cluster"] == "slurm"
+    assert list((result.meta / "slurm").glob("*.err"))               # worker job logs kept with the run
+
+
+def test_clusterargs_and_jobname_reach_the_scheduler(slurm, clowdr, provdir, tmp_path):
+    invocation = write_json(tmp_path / "i.json", {"seconds": 0})
+    result = clowdr("local", DATA / "sleep.json", invocation, provdir, "-c", "slurm", "-n", "clowdr-e2e",
+                    "-a", "time:0:30,mem:300,account:clowdrtest,partition:short,comment:from-clowdr",
+                    env=LOOPBACK, timeout=240)
+    assert result.returncode == 0, result.stderr
+    job = scontrol(result.summary(0)["slurm_job_id"])
+    assert job["JobName"] == "clowdr-e2e"
+    assert job["TimeLimit"] == "00:30:00"                             # time:0:30 is thirty minutes
+    assert job["MinMemoryNode"] == "300M"
+    assert job["Account"] == "clowdrtest" and job["Partition"] == "short"
+    assert job["Comment"] == "from-clowdr"                            # an unknown key becomes a directive
+
+
+def test_setup_prints_the_job_script_and_submits_nothing(slurm, clowdr, provdir):
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    result = clowdr("local", EXAMPLES / "echo-tool.json", EXAMPLES / "invocations", provdir, "--setup", "-c",
+                    "slurm", "-a", "time:4:00,mem:2048,qos:normal", "-n", "named", env=LOOPBACK)
+    assert result.returncode == 0, result.stderr
+    script = result.stdout
+    for line in ("#SBATCH -J named", "#SBATCH -t 4:00:00", "#SBATCH --mem=2048M", "#SBATCH --qos=normal",
+                 "--preload clowdr.worker"):
+        assert line in script, line
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert after == before
+    assert not list(result.meta.glob("task-*-summary.json"))
+
+
+def test_suggested_resources_set_the_request_when_nothing_else_does(slurm, clowdr, provdir, tmp_path):
+    descriptor = json.loads((DATA / "sleep.json").read_text())
+    descriptor["suggested-resources"] = {"cpu-cores": 2, "ram": 0.5, "walltime-estimate": 600}
+    path = write_json(tmp_path / "suggested.json", descriptor)
+    result = clowdr("local", path, write_json(tmp_path / "i.json", {"seconds": 0}), provdir, "--setup", "-c", "slurm",
+                    env=LOOPBACK)
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --cpus-per-task=2" in result.stdout and "#SBATCH -t 00:10:00" in result.stdout
+    assert "#SBATCH --mem=512M" in result.stdout
+    overridden = clowdr("local", path, tmp_path / "i.json", provdir, "--setup", "-c", "slurm", "-a", "cpus:1",
+                        env=LOOPBACK)
+    assert "#SBATCH --cpus-per-task=1" in overridden.stdout
+
+
+def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, provdir, tmp_path):
+    marker = tmp_path / "started-once"
+    descriptor = write_json(tmp_path / "slow.json", {
+        "name": "slow-once", "tool-version": "1", "schema-version": "0.5", "description": "slow the first time",
+        "command-line": f"if [ -e {marker} ]; then echo second; exit 0; fi; echo $SLURM_JOB_ID > {marker}; "
+                        "sleep 60 [X]",
+        "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+    process = subprocess.Popen(
+        ["python3", "-m", "clowdr", "local", str(descriptor), str(write_json(tmp_path / "e.json", {})), str(provdir),
+         "-c", "slurm"], cwd=Path(__file__).parent.parent, env={**os.environ, **LOOPBACK},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first_job = marker.read_text().strip()
+    subprocess.run(["scancel", first_job], check=True)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    meta = Path(stdout.strip().splitlines()[-1])
+    summary = json.loads((meta / "task-0-summary.json").read_text())
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded"
+    assert summary["slurm_job_id"] != first_job
+    ended = summary["previous_attempts_ended"][0]
+    assert ended["slurm_job_id"] == first_job and ended["failure"] == "worker-lost"
+    assert "CANCELLED" in ended["error"]
+    archived = json.loads((meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["failure"] == "worker-lost" and archived["slurm_job_id"] == first_job
+
+
+def test_bad_clusterargs_are_refused_before_anything_runs(clowdr, provdir, tmp_path):
+    invocation = write_json(tmp_path / "i.json", {"seconds": 0})
+    for bad in ("time", "time:soon", "mem:lots", "cpus:zero"):
+        result = clowdr("local", DATA / "sleep.json", invocation, provdir, "-c", "slurm", "-a", bad)
+        assert result.returncode == 2, (bad, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "--clusterargs" in result.stderr
+    assert list(provdir.iterdir()) == []
+
+
+def test_clowdr_task_runs_a_task_file_of_a_slurm_run(slurm, clowdr, provdir, tmp_path):
+    setup = clowdr("local", EXAMPLES / "echo-tool.json", EXAMPLES / "invocations", provdir, "--setup", "-c", "slurm",
+                   env=LOOPBACK)
+    result = clowdr("task", setup.meta / "task-0.json", "-v", f"{tmp_path}:/mnt")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((setup.meta / "task-0-summary.json").read_text())["status"] == "succeeded"
