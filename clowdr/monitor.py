@@ -22,6 +22,7 @@ from clowdr.worker import iso, run_group
 
 log = logging.getLogger("clowdr")
 # Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
+MAX_REQUEUES = 20   # a task never started may go back to the queue this often (workers retiring, lost)
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
 
 
@@ -33,6 +34,8 @@ class TaskState:
     spec: dict[str, Any]
     submit_time: float = 0.0
     slurm_job_id: str | None = None     # the worker job running the current attempt, once it started
+    started: bool = False               # the current attempt's tool has been started
+    requeued: int = 0                   # times it went back to the queue without ever starting
     summary: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)   # how earlier attempts of this launch ended
 
@@ -155,6 +158,7 @@ class Monitor:
             return
         if message["kind"] == "start":
             self.running.add(task.index)
+            task.started = True
             task.slurm_job_id = message.get("slurm_job_id")
             log.info("task %d attempt %d started on %s", task.index, task.attempt, message["worker"])
         elif message["kind"] == "usage":
@@ -176,6 +180,10 @@ class Monitor:
         failure, message = _classify(future)
         retry = []
         for task in unrecorded:
+            if failure == "worker-lost" and not task.started and task.requeued < MAX_REQUEUES:
+                task.requeued += 1       # its worker left before starting it (e.g. retiring): not an attempt
+                retry.append(task)
+                continue
             why = lost_job_reason(task.slurm_job_id) if failure == "worker-lost" else None
             task_failure, task_message = (why[0], f"{message}; {why[1]}") if why else (failure, message)
             if failure == "worker-lost" and len(task.history) < self.retries:
@@ -187,7 +195,7 @@ class Monitor:
                 self.run.write_summary(task.index, dict(ORIGINAL_KEYS, task=task.index, status="failed",
                                                         submit_time=iso(task.submit_time), **ended))
                 task.spec = dict(task.spec, attempt=self.run.next_attempt(task.index))
-                task.slurm_job_id = None
+                task.slurm_job_id, task.started = None, False
                 retry.append(task)
             else:
                 self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",

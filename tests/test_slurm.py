@@ -135,3 +135,18 @@ def test_clowdr_task_runs_a_task_file_of_a_slurm_run(slurm, clowdr, provdir, tmp
     result = clowdr("task", setup.meta / "task-0.json", "-v", f"{tmp_path}:/mnt")
     assert result.returncode == 0, result.stderr
     assert json.loads((setup.meta / "task-0-summary.json").read_text())["status"] == "succeeded"
+
+
+def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clowdr, provdir, invocations):
+    """A 2-minute walltime and a 115 s retire margin leave each worker job ~5 s to take tasks: the work moves to
+    fresh jobs and no task is ever killed by the walltime."""
+    directory = invocations({f"i{n}.json": {"seconds": 3} for n in range(4)})
+    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="115", DASK_CLOWDR__SLURM__MAX_JOBS="1")
+    result = clowdr("local", DATA / "sleep.json", directory, provdir, "-c", "slurm", "-a", "time:0:02", env=env,
+                    timeout=300)
+    assert result.returncode == 0, result.stderr
+    summaries = result.summaries().values()
+    assert all(s["status"] == "succeeded" and s["attempt"] == 1 for s in summaries)
+    assert len({s["slurm_job_id"] for s in summaries}) >= 2
+    for job in {s["slurm_job_id"] for s in summaries}:
+        assert scontrol(job).get("JobState") != "TIMEOUT"
