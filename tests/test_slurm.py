@@ -150,3 +150,15 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clo
     assert len({s["slurm_job_id"] for s in summaries}) >= 2
     for job in {s["slurm_job_id"] for s in summaries}:
         assert scontrol(job).get("JobState") != "TIMEOUT"
+
+
+def test_a_walltime_kill_is_recorded_as_walltime(slurm, clowdr, provdir, tmp_path):
+    """With the retire margin off, SLURM's time limit kills the task: the record says so, not 'lost'."""
+    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__WORKER_LOST="0")
+    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 300}), provdir,
+                    "-c", "slurm", "-a", "time:0:01", env=env, timeout=240)
+    assert result.returncode == 1, result.stderr
+    summary = result.summary(0)
+    assert summary["status"] == "failed" and summary["failure"] == "walltime", summary
+    assert "time limit" in summary["error"] and summary["slurm_job_id"]
+    assert scontrol(summary["slurm_job_id"])["JobState"] == "TIMEOUT"
