@@ -49,8 +49,9 @@ def run_xargs(root: Path, n: int, cores: int) -> float:
     return (time.perf_counter() - started) / n * 1000
 
 
-def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
-    """(ms per task from first start to last end, ms per task for the whole command, start-up seconds)."""
+def clowdr_summaries(root: Path, n: int, *options: str, env: dict[str, str] | None = None
+                     ) -> tuple[list[dict], float, float]:
+    """Run N trivial tasks through ``clowdr local`` (plus ``options``); (summaries, CLI start time, wall seconds)."""
     descriptor = root / "trivial.json"
     descriptor.write_text(json.dumps(DESCRIPTOR))
     invocations = root / "invocations"
@@ -60,17 +61,28 @@ def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
     provdir = root / "prov"
     provdir.mkdir()
     cli_start = time.time()
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(provdir)],
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    done = subprocess.run([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(provdir),
+                           *options], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.time() - cli_start
     if done.returncode != 0:
         sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
     summaries = [json.loads(p.read_text()) for p in Path(done.stdout.strip()).glob("task-*-summary.json")]
     assert len(summaries) == n and all(s["status"] == "succeeded" for s in summaries)
+    return summaries, cli_start, wall
+
+
+def span(summaries: list[dict]) -> tuple[float, float]:
+    """(first start, last end) of the tasks, as timestamps."""
     starts = [datetime.fromisoformat(s["start_time"]).timestamp() for s in summaries]
     ends = [datetime.fromisoformat(s["end_time"]).timestamp() for s in summaries]
-    return (max(ends) - min(starts)) / n * 1000, wall / n * 1000, min(starts) - cli_start
+    return min(starts), max(ends)
+
+
+def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
+    """(ms per task from first start to last end, ms per task for the whole command, start-up seconds)."""
+    summaries, cli_start, wall = clowdr_summaries(root, n)
+    first, last = span(summaries)
+    return (last - first) / n * 1000, wall / n * 1000, first - cli_start
 
 
 def main() -> None:

@@ -7,17 +7,14 @@ Both run the same command lines in the same run; the script prints, for each, th
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from local_throughput import DESCRIPTOR  # noqa: E402 - the same trivial tool
+from local_throughput import clowdr_summaries, span  # noqa: E402 - the same trivial tool and record reading
 
 
 def run_array(root: Path, n: int) -> tuple[float, float]:
@@ -44,28 +41,11 @@ def run_array(root: Path, n: int) -> tuple[float, float]:
 
 
 def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
-    descriptor = root / "trivial.json"
-    descriptor.write_text(json.dumps(DESCRIPTOR))
-    invocations = root / "invocations"
-    invocations.mkdir()
-    for i in range(n):
-        (invocations / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
-    provdir = root / "prov"
-    provdir.mkdir()
-    started = time.time()
-    done = subprocess.run([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(provdir),
-                           "--cluster", "slurm", "-a", "mem:500,time:0:20"], capture_output=True, text=True,
-                          env={**os.environ, "DASK_CLOWDR__SLURM__INTERFACE": "lo"})
-    wall = time.time() - started
-    if done.returncode != 0:
-        sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
-    summaries = [json.loads(p.read_text()) for p in Path(done.stdout.strip()).glob("task-*-summary.json")]
-    assert len(summaries) == n and all(s["status"] == "succeeded" for s in summaries)
-    starts = [datetime.fromisoformat(s["start_time"]).timestamp() for s in summaries]
-    ends = [datetime.fromisoformat(s["end_time"]).timestamp() for s in summaries]
-    jobs = len({s["slurm_job_id"] for s in summaries})
-    print(f"clowdr used {jobs} worker jobs")
-    return min(starts) - started, (max(ends) - min(starts)) / n * 1000, wall / n * 1000
+    summaries, cli_start, wall = clowdr_summaries(root, n, "--cluster", "slurm", "-a", "mem:500,time:0:20",
+                                                  env={"DASK_CLOWDR__SLURM__INTERFACE": "lo"})
+    first, last = span(summaries)
+    print(f"clowdr used {len({s['slurm_job_id'] for s in summaries})} worker jobs")
+    return first - cli_start, (last - first) / n * 1000, wall / n * 1000
 
 
 def main() -> None:

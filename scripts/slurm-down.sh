@@ -6,20 +6,9 @@
 set -euo pipefail
 exec </dev/null
 
-STATE=/var/lib/clowdr-test-slurm
+. "$(dirname "$0")/slurm-common.sh"   # STATE, alive
 
 log() { echo "slurm-down: $*" >&2; }
-
-# alive NAME: as in slurm-up.sh (live, not a zombie, runs /usr/sbin/NAME's binary)
-alive() {
-    local pf="$STATE/pid/$1.pid" pid
-    [ -s "$pf" ] || return 1
-    pid=$(cat "$pf")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "/usr/sbin/$1")" ] || return 1
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    [ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ]
-}
 
 stop() {  # stop NAME: TERM, wait up to 20 s, then KILL
     local pf="$STATE/pid/$1.pid" pid
