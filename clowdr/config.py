@@ -23,3 +23,18 @@ def get(key: str) -> Any:
     """Return the setting ``clowdr.<key>`` (dotted), defaults included."""
     load_defaults()
     return dask.config.get(f"clowdr.{key}")
+
+
+def container_settings(volumes: list[str], user: bool, simg: str | None) -> dict[str, Any]:
+    """Container options for the workers, host paths made absolute here (a worker's cwd is not the user's)."""
+    absolute = []
+    for volume in volumes:
+        source, target = volume.split(":", 1)
+        absolute.append(f"{Path(source).expanduser().resolve()}:{target}")
+    return {"volumes": absolute, "user": user, "simg": str(Path(simg).expanduser().resolve()) if simg else None,
+            "docker": get("container.docker"), "pull": get("container.pull")}
+
+
+def sampling_settings() -> dict[str, Any]:
+    """What the worker needs to know about measuring a tool."""
+    return {key: get(f"monitor.{key}") for key in ("first-interval", "max-interval", "gnu-time")}

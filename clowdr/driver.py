@@ -40,7 +40,7 @@ def share(provdir: str, **kwargs: Any) -> int:
 
 def runtask(tasklist: list[str], **kwargs: Any) -> int:
     """Run task files on this machine with full provenance; return 0 if every task succeeded, else 1."""
-    from clowdr.engine import run_task_files
+    from clowdr.handrun import run_task_files
 
     return run_task_files(tasklist, provdir=kwargs.get("provdir"), workdir=kwargs.get("workdir"),
                           volumes=list(kwargs.get("volumes") or [])).exit_status

@@ -15,13 +15,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clowdr import config
-from clowdr.clusters import ClusterSpec, cluster_kind, import_jobqueue, make_cluster, parse_clusterargs, slurm_cluster, slurm_request
+from clowdr.clusters import (
+    ClusterSpec,
+    cluster_kind,
+    import_jobqueue,
+    make_cluster,
+    parse_clusterargs,
+    slurm_cluster,
+    slurm_request,
+)
 from clowdr.errors import InputError, NotAvailableError
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, existing_provdir, select_for_rerun, write_json
-from clowdr.worker import iso, stop_running_tools
+from clowdr.worker import stop_running_tools
 
 log = logging.getLogger("clowdr")
 
@@ -179,14 +187,14 @@ def _new_steps(run: RunDir, req: LocalRequest, tool: Tool, batches: list[list[Ta
             workdir = _workdir(req, run, task.index)
             run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
                                         "dataloc": task.dataloc, "taskloc": workdir})
-            states.append(_state(run, task.index, 1, task.invocation, workdir))
+            states.append(task_state(run, task.index, 1, task.invocation, workdir))
         if number < launched:
             yield states
 
 
 def _rerun_steps(run: RunDir, req: LocalRequest, batches: list[list[TaskPlan]]) -> Iterator[list[TaskState]]:
     for batch in batches:
-        yield [_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
+        yield [task_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
                for t in batch]
 
 
@@ -194,59 +202,18 @@ def _workdir(req: LocalRequest, run: RunDir, index: int) -> str:
     return str(Path(req.workdir).resolve()) if req.workdir else str(run.default_workdir(index))
 
 
-def _state(run: RunDir, index: int, attempt: int, invocation: dict[str, Any], workdir: str) -> TaskState:
+def task_state(run: RunDir, index: int, attempt: int, invocation: dict[str, Any], workdir: str) -> TaskState:
     spec = {"task": index, "attempt": attempt, "invocation": invocation, "workdir": workdir,
             "stdout": str(run.file(index, "stdout.txt")), "stderr": str(run.file(index, "stderr.txt"))}
     return TaskState(index, spec)
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": sys.version.split()[0]}
-    for package in ("clowdr", "boutiques", "dask", "distributed"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[int]],
                    total: int) -> None:
-    """Append this launch to run.json (created for a new run, or for an original-tool run that has none)."""
     options = {k: v for k, v in vars(req).items() if k != "command"}
-    launch = {"mode": mode, "start": iso(time.time()), "end": None, "command": req.command, "options": options,
-              "cluster": cluster_kind(req.cluster), "versions": _versions(),
-              "tasks": [t for g in groups for t in g], "groups": len(groups), "setup_only": req.setup}
-    data = run.read_run() or {"run_id": run.run_id, "tool": tool.name, "descriptor": tool.path.name,
-                              "start": launch["start"], "end": None, "launches": []}
-    data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")}, tasks=total)
-    data["launches"].append(launch)
-    run.write_run(data)
-
-
-def container_settings(volumes: list[str], user: bool, simg: str | None) -> dict[str, Any]:
-    """Container options for the workers, host paths made absolute here (a worker's cwd is not the user's)."""
-    absolute = []
-    for volume in volumes:
-        source, target = volume.split(":", 1)
-        absolute.append(f"{Path(source).expanduser().resolve()}:{target}")
-    return {"volumes": absolute, "user": user, "simg": str(Path(simg).expanduser().resolve()) if simg else None,
-            "docker": config.get("container.docker"), "pull": config.get("container.pull")}
-
-
-def sampling_settings() -> dict[str, Any]:
-    """What the worker needs to know about measuring a tool."""
-    return {key: config.get(f"monitor.{key}") for key in ("first-interval", "max-interval", "gnu-time")}
-
-
-def _finish_launch(run: RunDir, outcome: Outcome, status: str) -> None:
-    data = run.read_run()
-    now = iso(time.time())
-    data["end"] = now
-    data["launches"][-1].update(end=now, status=status, succeeded=outcome.succeeded, failed=outcome.failed)
-    run.write_run(data)
+    run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": cluster_kind(req.cluster),
+                      "tasks": [t for g in groups for t in g], "groups": len(groups), "setup_only": req.setup},
+                     tool.name, tool.path.name, total)
 
 
 def execute(launch: Launch, cluster: Any) -> Outcome:
@@ -259,9 +226,9 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
     context = {
         "key": f"{launch.run.run_id}/{time.time()}",
         "descriptor": launch.tool.descriptor,
-        "container": container_settings(launch.req.volumes, launch.req.user, launch.req.simg),
+        "container": config.container_settings(launch.req.volumes, launch.req.user, launch.req.simg),
         "topic": f"clowdr-{launch.run.run_id}",
-        "sampling": sampling_settings(),
+        "sampling": config.sampling_settings(),
         "retire-margin": config.get("slurm.retire-margin"),
     }
     monitor = Monitor(launch.run, client, context, launch.steps, launch.total, Progress(launch.total),
@@ -279,7 +246,7 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
             client.run(stop_running_tools)
         client.close()
         cluster.close()
-        _finish_launch(launch.run, outcome, status)
+        launch.run.end_launch(status, outcome.succeeded, outcome.failed)
     return outcome
 
 
@@ -313,56 +280,3 @@ def job_script(spec: ClusterSpec) -> str:
         return str(cluster.job_script())
     finally:
         cluster.close()
-
-
-def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str | None = None,
-                   volumes: list[str] | None = None) -> Outcome:
-    """``clowdr task``: run task files of any run (ours or the original tool's) here, in this process.
-
-    Records go to the task's own run as a new attempt, or, with ``provdir``, to a new run there.
-    """
-    from clowdr.command import CommandBuilder, ContainerOptions
-    from clowdr.monitor import write_record
-    from clowdr.provenance import TASK_FILE
-    from clowdr.worker import run_task
-
-    check_options(LocalRequest("", "", "", volumes=list(volumes or [])))
-    jobs = []
-    for name in tasklist:
-        path = Path(name)
-        match = TASK_FILE.match(path.name)
-        if not match:
-            raise InputError(name, "not a task file (expected a file named task-N.json)")
-        definition = load_json(path, "task file")
-        if not isinstance(definition, dict):
-            raise InputError(name, "task file is not a JSON object")
-        source = RunDir.of_meta(path.parent.resolve())
-        tool = load_tool(source.local_copy(str(definition.get("tool", "")), "tool", path))
-        invocation_path = source.local_copy(str(definition.get("invocation", "")), "invocation", path)
-        invocation = tool.check_invocation(load_json(invocation_path, "invocation"), str(invocation_path))
-        jobs.append((int(match.group(1)), definition, source, tool, invocation_path, invocation))
-    target = RunDir.create(provdir) if provdir else None
-    outcome = Outcome(target or jobs[0][2], launched=True)
-    sampling = sampling_settings()
-    for index, definition, source, tool, invocation_path, invocation in jobs:
-        run = target or source
-        if target is not None:
-            descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
-            write_json(run.meta / invocation_path.name, invocation)
-            definition = dict(definition, tool=str(descriptor_copy), invocation=str(run.meta / invocation_path.name))
-        task_dir = str(Path(workdir).resolve()) if workdir else str(run.default_workdir(index))
-        run.write_task(index, dict(definition, taskloc=task_dir))
-        state = _state(run, index, run.next_attempt(index), invocation, task_dir)
-        builder = CommandBuilder(tool.descriptor, ContainerOptions(**container_settings(list(volumes or []), False, None)))
-
-        def emit(message: dict[str, Any], run: RunDir = run, index: int = index) -> None:
-            if message["kind"] == "usage":
-                run.append_usage(index, message["rows"])
-
-        state.submit_time = time.time()
-        write_record(run, state, run_task(state.spec, builder, emit, sampling))
-        if state.summary and state.summary["status"] == "succeeded":
-            outcome.succeeded += 1
-        else:
-            outcome.failed += 1
-    return outcome

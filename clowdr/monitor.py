@@ -18,7 +18,8 @@ from clowdr.clusters import lost_job_reason
 from clowdr.errors import ClowdrError
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir
-from clowdr.worker import iso, run_group
+from clowdr.timestamps import iso
+from clowdr.worker import run_group
 
 log = logging.getLogger("clowdr")
 # Keys of the original tool's task-N-summary.json: always present, even for a task that never started.

@@ -17,6 +17,7 @@ import os
 import random
 import re
 import string
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Iterable
 
 from clowdr.errors import InputError
 from clowdr.sampling import COLUMNS
+from clowdr.timestamps import iso
 
 RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
 TASK_FILE = re.compile(r"^task-(\d+)\.json$")
@@ -127,6 +129,22 @@ class RunDir:
     def read_run(self) -> dict[str, Any]:
         return read_json(self.meta / "run.json") or {}
 
+    def begin_launch(self, launch: dict[str, Any], tool: str, descriptor: str, total: int) -> None:
+        """Append a launch to run.json (created for a new run, or for an original-tool run that has none)."""
+        launch = dict(launch, start=iso(time.time()), end=None, versions=versions())
+        data = self.read_run() or {"run_id": self.run_id, "tool": tool, "descriptor": descriptor,
+                                   "start": launch["start"], "end": None, "launches": []}
+        data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")}, tasks=total)
+        data["launches"].append(launch)
+        self.write_run(data)
+
+    def end_launch(self, status: str, succeeded: int, failed: int) -> None:
+        data = self.read_run()
+        now = iso(time.time())
+        data["end"] = now
+        data["launches"][-1].update(end=now, status=status, succeeded=succeeded, failed=failed)
+        self.write_run(data)
+
     def copy_descriptor(self, source: Path, descriptor: dict[str, Any]) -> Path:
         target = self.meta / source.name
         write_json(target, descriptor)
@@ -208,6 +226,19 @@ class RunDir:
         if candidate.is_file():
             return candidate
         raise InputError(str(where), f"field '{field}': {Path(recorded_path).name} is not in {self.meta}")
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in ("clowdr", "boutiques", "dask", "distributed"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
 
 
 def existing_provdir(provdir: str | Path) -> Path:

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, find_outputs
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
+from clowdr.timestamps import iso
 
 Emit = Callable[[dict[str, Any]], None]
 _builders: dict[str, CommandBuilder] = {}
@@ -60,11 +60,6 @@ def dask_setup(worker: Any) -> None:
         os.setpgid(0, 0)
     except OSError:   # already a group or session leader
         pass
-
-
-def iso(timestamp: float) -> str:
-    """ISO 8601 with the local zone, to the microsecond."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).astimezone().isoformat()
 
 
 def builder_for(context: dict[str, Any]) -> CommandBuilder:

@@ -12,13 +12,11 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from conftest import DATA, ROOT, Result, write_json
 
