@@ -22,8 +22,8 @@ from clowdr.timestamps import iso
 from clowdr.worker import run_group
 
 log = logging.getLogger("clowdr")
-# Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
 MAX_REQUEUES = 20   # a task never started may go back to the queue this often (workers retiring, lost)
+# Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
 
 
