@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from clowdr import config
 from clowdr.clusters import (
@@ -216,13 +217,16 @@ def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups
                      tool.name, tool.path.name, total)
 
 
-def execute(launch: Launch, cluster: Any) -> Outcome:
+def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,
+            stop: threading.Event | None = None) -> Outcome:
     """Run every group as one Dask future on ``cluster`` and monitor it to the end; close the cluster."""
     from distributed import Client
 
     outcome = Outcome(launch.run, launched=True)
     client = Client(cluster, set_as_default=False)
     log.info("Dask dashboard: %s", client.dashboard_link)
+    if on_client is not None:
+        on_client(client)
     context = {
         "key": f"{launch.run.run_id}/{time.time()}",
         "descriptor": launch.tool.descriptor,
@@ -232,7 +236,7 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
         "retire-margin": config.get("slurm.retire-margin"),
     }
     monitor = Monitor(launch.run, client, context, launch.steps, launch.total, Progress(launch.total),
-                      config.get("retries.worker-lost"), config.get("monitor.progress-refresh"))
+                      config.get("retries.worker-lost"), config.get("monitor.progress-refresh"), stop)
     status = "interrupted"
     try:
         monitor.start()
@@ -250,27 +254,48 @@ def execute(launch: Launch, cluster: Any) -> Outcome:
     return outcome
 
 
-def run_local(req: LocalRequest) -> Outcome:
-    """``clowdr local``: plan, record, and (unless --setup) execute."""
+@dataclass
+class Started:
+    """A validated request with its run directory: what a launch needs before its cluster exists."""
+
+    planned: Planned
+    run: RunDir
+    spec: ClusterSpec
+
+
+def start(req: LocalRequest) -> Started:
+    """Validate (InputError before any write), create or open the run directory, prepare the cluster spec."""
     planned = validate(req)
     run = planned.rerun or RunDir.create(req.provdir)
     spec = cluster_spec(planned, run.meta / "slurm" if req.cluster == "slurm" else None)
-    if req.setup:
-        launch = record(planned, run)
-        for _ in launch.steps:
-            pass
-        return Outcome(launch.run, job_script=job_script(spec) if spec.kind == "slurm" else None)
     if spec.kind == "slurm":
         import_jobqueue()      # in the main thread, before the cluster starts in another one
+    return Started(planned, run, spec)
+
+
+def run_started(started: Started, on_client: Callable[[Any], None] | None = None,
+                stop: threading.Event | None = None) -> Outcome:
+    """Start the cluster while the run is recorded, then execute; ``stop`` set ends the launch early."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The cluster starts (workers importing Dask, or worker jobs queued) while the run is recorded.
-        starting = pool.submit(make_cluster, spec)
+        starting = pool.submit(make_cluster, started.spec)
         try:
-            launch = record(planned, run)
+            launch = record(started.planned, started.run)
         except BaseException:
             starting.result().close()
             raise
-        return execute(launch, starting.result())
+        return execute(launch, starting.result(), on_client, stop)
+
+
+def run_local(req: LocalRequest) -> Outcome:
+    """``clowdr local``: plan, record, and (unless --setup) execute."""
+    started = start(req)
+    if req.setup:
+        launch = record(started.planned, started.run)
+        for _ in launch.steps:
+            pass
+        return Outcome(launch.run, job_script=job_script(started.spec) if started.spec.kind == "slurm" else None)
+    return run_started(started)
 
 
 def job_script(spec: ClusterSpec) -> str:

@@ -27,6 +27,10 @@ MAX_REQUEUES = 20   # a task never started may go back to the queue this often (
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
 
 
+class LaunchStopped(ClowdrError):
+    """The launch was stopped by its owner (``RunHandle.cancel``) before every task had finished."""
+
+
 @dataclass
 class TaskState:
     """A task as the monitor sees it."""
@@ -49,7 +53,8 @@ class Monitor:
     """Submits task groups, records their results, resubmits lost ones; ``run()`` returns when all are final."""
 
     def __init__(self, run: RunDir, client: Any, context: dict[str, Any], groups: Iterator[list[TaskState]],
-                 total: int, progress: Progress, worker_lost_retries: int, refresh: float) -> None:
+                 total: int, progress: Progress, worker_lost_retries: int, refresh: float,
+                 stop: threading.Event | None = None) -> None:
         self.run = run
         self.client = client
         self.context = context
@@ -58,6 +63,7 @@ class Monitor:
         self.retries = worker_lost_retries
         self.refresh = refresh
         self.tasks: dict[int, TaskState] = {}
+        self.stop = stop or threading.Event()
         self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
@@ -115,6 +121,8 @@ class Monitor:
     def run_until_done(self) -> None:
         next_draw = 0.0
         while self.remaining:
+            if self.stop.is_set():
+                raise LaunchStopped(f"stopped on request; {self.remaining} task(s) left without a summary")
             try:
                 kind, item = self.queue.get(timeout=self.refresh)
             except queue.Empty:

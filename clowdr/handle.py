@@ -1,0 +1,59 @@
+"""The Python API's non-blocking launch: a futures-like handle on a run going on in the background.
+
+``launch(...)`` validates at once (bad input raises here, nothing written), then runs in a thread, so a
+notebook cell returns immediately; the handle says where the record is, whether the run is done, and
+shows the live dashboard.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from clowdr.engine import LocalRequest, Outcome, run_started, start
+
+
+class RunHandle:
+    """A launch in the background: ``done()``, ``wait()``/``result()``, ``cancel()``, ``dashboard()``."""
+
+    def __init__(self, request: LocalRequest) -> None:
+        started = start(request)
+        self.run_dir: Path = started.run.meta
+        self.dask_dashboard_link: str | None = None
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clowdr-launch")
+        self._future: Future[Outcome] = self._pool.submit(run_started, started, self._on_client, self._stop)
+        self._pool.shutdown(wait=False)
+
+    def _on_client(self, client: Any) -> None:
+        self.dask_dashboard_link = client.dashboard_link
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> Outcome:
+        """Block until the run ends (or ``timeout`` seconds); its outcome, or the error that ended it."""
+        return self._future.result(timeout)
+
+    result = wait
+
+    def cancel(self) -> None:
+        """Stop the run: running tools are stopped, unfinished tasks stay without a summary (--rerun incomplete)."""
+        self._stop.set()
+
+    def dashboard(self) -> Any:
+        """The live dashboard of this run (a Panel object: displays in a notebook cell)."""
+        from clowdr.share.app import dashboard
+
+        return dashboard(self.run_dir, dask_dashboard=self.dask_dashboard_link)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"<clowdr run {self.run_dir.parent.name} ({state}); record in {self.run_dir}>"
+
+
+def launch(descriptor: str, invocation: str, provdir: str, **options: Any) -> RunHandle:
+    """Start ``clowdr local`` without blocking; ``options`` are those of ``clowdr.driver.local``."""
+    command = ["clowdr.launch", str(descriptor), str(invocation), str(provdir)]
+    return RunHandle(LocalRequest(str(descriptor), str(invocation), str(provdir), command=command, **options))
