@@ -100,8 +100,13 @@ def makeparser() -> argparse.ArgumentParser:
     share = modes.add_parser("share", help="Explore and share provenance records in a web dashboard.",
                              description="Serve a dashboard of the runs in a provenance directory.")
     share.add_argument("provdir", help="Local or S3 provenance directory.")
-    share.add_argument("--debug", "-d", action="store_true", help="Debug mode for the web server.")
+    share.add_argument("--debug", "-d", action="store_true", help="Debug mode for the web server (verbose logs).")
     _common(share)
+    share.add_argument("--host", default="127.0.0.1",
+                       help="Address to listen on (default 127.0.0.1: only this machine can connect).")
+    share.add_argument("--port", type=_port, default=0, help="Port to listen on (default: a free port).")
+    share.add_argument("--export", metavar="FILE.html", action="store",
+                       help="Write the dashboard as one self-contained HTML file instead of serving it.")
     share.set_defaults(func=_run_share)
 
     task = modes.add_parser("task", help="Run task files (task-N.json) on this machine.",
@@ -136,10 +141,30 @@ def _run_cloud(args: argparse.Namespace) -> int:
     return driver.cloud(**options)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {port}")
+    return port
+
+
 def _run_share(args: argparse.Namespace) -> int:
     from clowdr import driver
 
-    return driver.share(args.provdir, debug=args.debug, verbose=args.verbose)
+    def announce(url: str) -> None:
+        print(f"clowdr share: serving {args.provdir} at {url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        status = driver.share(args.provdir, debug=args.debug, verbose=args.verbose, host=args.host, port=args.port,
+                              export=args.export, announce=announce)
+    except KeyboardInterrupt:
+        return 0
+    if args.export:
+        print(args.export)
+    return status
 
 
 def _run_task(args: argparse.Namespace) -> int:

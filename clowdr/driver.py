@@ -34,8 +34,29 @@ def cloud(descriptor: str, invocation: str, provdir: str, s3: str, cloud: str, c
 
 
 def share(provdir: str, **kwargs: Any) -> int:
-    """The provenance dashboard (a later release)."""
-    raise NotAvailableError("clowdr share is not available yet in this version of clowdr")
+    """Serve the dashboard of PROVDIR until interrupted, or with ``export="FILE.html"`` write it as one file.
+
+    Keyword options: ``host`` (default 127.0.0.1), ``port`` (0: a free one), ``debug``, ``show`` (open a browser),
+    ``announce`` (called with the URL once listening). A bad PROVDIR raises ``clowdr.errors.InputError``.
+    """
+    from clowdr.errors import InputError
+
+    try:
+        from clowdr.share.serve import export, serve
+        import panel  # noqa: F401  (the dashboard's one optional dependency)
+    except ImportError as exc:
+        raise NotAvailableError(f"clowdr share needs the dashboard packages (pip install panel): {exc}") from None
+    target = kwargs.get("export")
+    if target:
+        from pathlib import Path
+
+        if not Path(target).parent.is_dir():
+            raise InputError(str(target), "the directory to export into does not exist")
+        export(provdir, target)
+        return 0
+    serve(provdir, host=kwargs.get("host") or "127.0.0.1", port=int(kwargs.get("port") or 0),
+          debug=bool(kwargs.get("debug")), show=bool(kwargs.get("show")), announce=kwargs.get("announce"))
+    return 0
 
 
 def runtask(tasklist: list[str], **kwargs: Any) -> int:

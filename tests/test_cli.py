@@ -174,7 +174,13 @@ def test_cloud_accepts_only_aws(capsys):
 ])
 def test_share_options(argv, values):
     assert parse("share", "prov/", *argv) == {"mode": "share", "provdir": "prov/", "debug": False, "verbose": False,
-                                              **values}
+                                              "host": "127.0.0.1", "port": 0, "export": None, **values}
+
+
+def test_share_serving_options():
+    assert parse("share", "prov/", "--host", "0.0.0.0", "--port", "8080", "--export", "out.html") == {
+        "mode": "share", "provdir": "prov/", "debug": False, "verbose": False, "host": "0.0.0.0", "port": 8080,
+        "export": "out.html"}
 
 
 TASK_DEFAULTS = {"mode": "task", "verbose": False, "provdir": None, "local": False, "workdir": None, "volumes": None}
@@ -246,8 +252,6 @@ def test_no_arguments_prints_help():
     (["cloud", "tool.json", "inv.json", "s3://bucket/prov", "s3://bucket/data", "aws", "creds.csv"], "cloud"),
     (["cloud", "tool.json", "inv.json", "s3://b/p", "s3://b/d", "aws", "creds.csv", "-r", "eu-west-2", "-V", "-d"],
      "cloud"),
-    (["share", "somedir"], "share"),
-    (["share", "somedir", "-d", "-V"], "share"),
 ])
 def test_not_yet_available_modes_say_so_in_one_line(argv, mode):
     done = python("-m", "clowdr", *argv)
@@ -258,8 +262,16 @@ def test_not_yet_available_modes_say_so_in_one_line(argv, mode):
     assert len(lines) == 1 and mode in lines[0] and "not available yet" in lines[0], lines
 
 
+@pytest.mark.parametrize("argv", [["share", "somedir"], ["share", "somedir", "-d", "-V"]])
+def test_share_of_a_missing_directory_is_one_line(argv):
+    done = python("-m", "clowdr", *argv)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "somedir" in lines[0], lines
+
+
 def test_main_returns_the_exit_status(capsys):
-    assert driver.main(["share", "somedir"]) == 2
+    assert driver.main(["cloud", "t.json", "i.json", "s3://b/p", "s3://b/d", "aws", "c.csv"]) == 2
     err = capsys.readouterr().err
     assert "not available yet" in err and len(err.splitlines()) == 1
 

@@ -1,0 +1,107 @@
+"""Serving the dashboard (a Bokeh server on loopback by default) and exporting it as one self-contained HTML file.
+
+The server serves the app and its own scripts only: no static directories, so no file of the provenance
+directory (or anywhere else) is reachable by URL; logs reach the page only through the app, escaped.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from pathlib import Path
+from typing import Callable
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EXPORT_USAGE_TASKS = 6
+EXPORT_LOG_BYTES = 8 * 1024
+#: A <link> (icon, stylesheet) to a remote URL: a file that is mailed must not reach out to the network.
+REMOTE_LINK = re.compile(r"<link\b[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.IGNORECASE)
+
+logger = logging.getLogger("clowdr.share")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on HOST now (the websocket origin must name the port before the server starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def websocket_origins(host: str, port: int) -> list[str]:
+    """The page origins allowed to open the app's websocket: the address served, and its loopback alias."""
+    if host in ("0.0.0.0", "::", ""):
+        names = {socket.gethostname(), socket.getfqdn(), "127.0.0.1", "localhost"}
+    elif host in LOOPBACK:
+        names = {"127.0.0.1", "localhost"}
+    else:
+        names = {host}
+    return sorted(f"{name}:{port}" for name in names)
+
+
+def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bool = False, show: bool = False,
+          period_ms: int | None = None, announce: Callable[[str], None] | None = None) -> None:
+    """Serve the dashboard of PROVDIR until interrupted; ``announce`` is told the URL once it is known.
+
+    Raises InputError (before listening) when PROVDIR is not a provenance location.
+    """
+    import panel as pn
+
+    from clowdr.share.app import DEFAULT_PERIOD_MS, build_app
+    from clowdr.share.table import find_runs
+
+    location = str(provdir)
+    find_runs(location)                      # a bad location is one line and exit 2, not a broken page
+    port = port or free_port(host)
+    if debug:
+        for name in ("bokeh", "tornado", "panel", "clowdr.share"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+    period = DEFAULT_PERIOD_MS if period_ms is None else period_ms
+
+    def session() -> pn.viewable.Viewable:
+        return build_app(location, period_ms=period)
+
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{port}/"
+    server = pn.serve(session, address=host, port=port, websocket_origin=websocket_origins(host, port), show=show,
+                      start=False, title="clowdr share", verbose=False, location=False, admin=False)
+    if announce is not None:
+        announce(url)
+    logger.info("serving %s at %s", location, url)
+    server.start()
+    try:
+        server.io_loop.start()          # until SIGINT (Panel's handler stops the loop) or SIGTERM
+    finally:
+        server.stop()
+
+
+def export(provdir: str | Path, path: str | Path, usage_tasks: int = EXPORT_USAGE_TASKS) -> Path:
+    """Write the dashboard of PROVDIR as ONE HTML file with every script and style inlined; return its path.
+
+    A static file has no Python behind it: the table sorts and filters in the page, and the usage plots and
+    logs are those of a few tasks chosen here (failed ones first, then the first tasks with usage samples).
+    """
+    from bokeh.document import Document
+    from bokeh.models import UIElement
+    from bokeh.resources import INLINE
+    from panel.io.model import add_to_doc
+    from panel.io.notebook import patch_inline_stylesheets
+    from panel.io.resources import set_resource_mode
+    from panel.io.save import save
+
+    from clowdr.share.static import static_view
+
+    target = Path(path)
+    page = static_view(provdir, usage_tasks=usage_tasks, log_bytes=EXPORT_LOG_BYTES)
+    # Panel's own save() links each component's stylesheet on its CDN: build the models here and inline them.
+    doc = Document()
+    with set_resource_mode("inline"):
+        root = page.get_root(doc)
+    add_to_doc(root, doc, True)
+    for model in list(doc.models):
+        if isinstance(model, UIElement):
+            patch_inline_stylesheets(model)
+    save(doc, str(target), resources=INLINE, embed=False, title="clowdr share")
+    text = target.read_text(encoding="utf-8")
+    target.write_text(REMOTE_LINK.sub("", text), encoding="utf-8")   # Panel's template links its icons on a CDN
+    return target

@@ -1,0 +1,421 @@
+"""Bokeh figures and display tables built from the task table: shared by the served app and the HTML export.
+
+Pure functions of a DataFrame (no Panel, no server state), so the live app can rebuild the data of a view
+without rebuilding the view, and the export draws exactly what the app draws.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure as Figure
+
+STATUS_COLORS = {"succeeded": "#2ca02c", "failed": "#d62728", "running": "#1f77b4", "pending": "#9e9e9e"}
+OTHER_COLOR = "#9467bd"
+QUEUE_COLOR = "#d0d0d0"
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+MIB = 1024 * 1024
+#: Task table columns shown in the dashboard, before the ``param.<id>`` columns.
+SHOWN = ("run_id", "task", "status", "exitcode", "failure", "attempts", "start_time", "queue_wait", "duration",
+         "cpu_time", "peak_rss_mib", "hostname")
+USAGE_POINTS = 400
+
+
+def task_key(run_id: Any, task: Any) -> str:
+    """The label of one task across runs: ``<run id>/task-N``."""
+    return f"{run_id}/task-{int(task)}"
+
+
+def now_utc() -> pandas.Timestamp:
+    import pandas as pd
+
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _naive(series: pandas.Series) -> pandas.Series:
+    """UTC tz-aware times as naive datetime64 (what Bokeh's datetime axes take)."""
+    return series.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+# -- the task table as shown -----------------------------------------------------------------------------------
+def param_columns(frame: pandas.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("param.")]
+
+
+def display_table(frame: pandas.DataFrame) -> pandas.DataFrame:
+    """The columns a person filters and sorts on, typed for Tabulator's header filters.
+
+    Parameters become numbers when every value is a number, else text (lists and flags as JSON-like text), so a
+    text filter never meets a non-string cell; times become sortable UTC text.
+    """
+    import pandas as pd
+
+    shown = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    for name in SHOWN:
+        if name == "peak_rss_mib":
+            shown[name] = (frame["peak_rss"].astype("float64") / MIB).round(1).to_numpy()
+        elif name == "start_time":
+            shown[name] = frame[name].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("").to_numpy()
+        elif name == "task":
+            shown[name] = frame[name].astype("int64").to_numpy()
+        elif name in ("exitcode", "attempts"):
+            shown[name] = frame[name].astype("float64").to_numpy()      # NaN while unknown; shown as integers
+        elif name in ("queue_wait", "duration", "cpu_time"):
+            shown[name] = frame[name].astype("float64").round(3).to_numpy()
+        else:
+            shown[name] = frame[name].astype("object").where(frame[name].notna(), "").astype(str).to_numpy()
+    for name in param_columns(frame):
+        shown[name] = _param_values(frame[name]).to_numpy()
+    return shown
+
+
+def _param_values(column: pandas.Series) -> pandas.Series:
+    import json
+
+    import pandas as pd
+
+    values = column.dropna()
+    if len(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return pd.to_numeric(column, errors="coerce").astype("float64")
+
+    def text(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return value if isinstance(value, str) else json.dumps(value)
+    return column.map(text).astype(str)
+
+
+# -- overview ----------------------------------------------------------------------------------------------------
+def overview(frame: pandas.DataFrame) -> dict[str, Any]:
+    """Counts by status and failure class, total CPU time, and wall time (first submit to the last known time)."""
+    import pandas as pd
+
+    statuses = {name: int(count) for name, count in frame["status"].value_counts().items()}
+    failures = {str(name): int(count) for name, count in
+                frame.loc[frame["status"] == "failed", "failure"].fillna("unknown").value_counts().items()}
+    begins = pd.concat([frame["submit_time"], frame["start_time"]]).dropna()
+    # Known times only: a run that died with tasks "running" must not show a wall time that grows forever.
+    ends = pd.concat([frame["end_time"], frame["start_time"]]).dropna()
+    wall = (ends.max() - begins.min()).total_seconds() if len(begins) and len(ends) else 0.0
+    return {"tasks": len(frame), "runs": int(frame["run_id"].nunique()), "statuses": statuses,
+            "failures": failures, "cpu_time": float(frame["cpu_time"].sum(skipna=True)),
+            "wall_time": max(float(wall), 0.0)}
+
+
+def seconds_text(seconds: float) -> str:
+    """1h 02m 03s, 2m 03s or 4.2 s: readable at a glance."""
+    if not math.isfinite(seconds):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def overview_html(stats: dict[str, Any], title: str) -> str:
+    """The overview's numbers as escaped HTML (run ids and failure classes come from files)."""
+    status_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(stats["statuses"].items())) or "none yet"
+    failure_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(stats["failures"].items())) or "none"
+    cells = [("tasks", str(stats["tasks"])), ("runs", str(stats["runs"])), ("by status", status_text),
+             ("failures by class", failure_text), ("total CPU time", seconds_text(stats["cpu_time"])),
+             ("wall time", seconds_text(stats["wall_time"]) + (" so far" if stats["statuses"].get("running") else ""))]
+    body = "".join(f"<div class='clowdr-stat'><div class='clowdr-stat-label'>{label}</div>"
+                   f"<div class='clowdr-stat-value'>{value}</div></div>" for label, value in cells)
+    return (f"<h2 style='margin:4px 0'>{html.escape(title)}</h2>"
+            "<div style='display:flex;flex-wrap:wrap;gap:18px'>" + body + "</div>")
+
+
+def status_figure(stats: dict[str, Any]) -> Figure:
+    """Tasks by status and failures by class, as two bar groups of one small chart."""
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    labels = [f"status: {k}" for k in sorted(stats["statuses"])] + [f"failure: {k}" for k in sorted(stats["failures"])]
+    counts = [stats["statuses"][k] for k in sorted(stats["statuses"])] + [
+        stats["failures"][k] for k in sorted(stats["failures"])]
+    colors = [STATUS_COLORS.get(k, OTHER_COLOR) for k in sorted(stats["statuses"])] + ["#ff9896"] * len(
+        stats["failures"])
+    source = ColumnDataSource({"label": labels, "count": counts, "color": colors})
+    fig = figure(y_range=labels[::-1] or ["none"], height=max(120, 28 * len(labels) + 50), width=420,
+                 title="Tasks by status, failures by class", toolbar_location=None, tools="hover",
+                 tooltips=[("", "@label"), ("tasks", "@count")])
+    fig.hbar(y="label", right="count", height=0.7, color="color", source=source)
+    fig.x_range.start = 0
+    return fig
+
+
+# -- timeline ----------------------------------------------------------------------------------------------------
+def timeline_data(frame: pandas.DataFrame) -> dict[str, Any]:
+    """One row per task in table order: queue wait (submit→start) and run (start→end, or now while running)."""
+    import pandas as pd
+
+    now = now_utc()
+    end = frame["end_time"].where(frame["end_time"].notna() | (frame["status"] != "running"), now)
+    start = frame["start_time"]
+    submit = frame["submit_time"].where(frame["submit_time"].notna(), start)
+    return {
+        "y": list(range(len(frame))),
+        "key": [task_key(r, t) for r, t in zip(frame["run_id"], frame["task"])],
+        "status": frame["status"].astype(str).tolist(),
+        "color": [STATUS_COLORS.get(s, OTHER_COLOR) for s in frame["status"]],
+        "submit": _naive(pd.Series(submit)).to_numpy(),
+        "start": _naive(start).to_numpy(),
+        "end": _naive(pd.Series(end)).to_numpy(),
+        "queue_wait": frame["queue_wait"].astype("float64").round(3).to_numpy(),
+        "duration": frame["duration"].astype("float64").round(3).to_numpy(),
+        "exitcode": frame["exitcode"].astype("float64").to_numpy(),
+    }
+
+
+def timeline_figure(source: ColumnDataSource, rows: int) -> Figure:
+    """Grey queue wait then a bar coloured by status, one line per task; tap selects tasks."""
+    from bokeh.models import DatetimeTickFormatter, HoverTool, Range1d, TapTool
+    from bokeh.plotting import figure
+
+    RELATIVE_CONTEXT = DatetimeTickFormatter(milliseconds="%Y-%m-%d", seconds="%Y-%m-%d", minsec="%Y-%m-%d",
+                                             minutes="%Y-%m-%d", hourmin="%Y-%m-%d", hours="%Y-%m-%d",
+                                             days="%Y", context_which="start")
+    height = int(min(600, max(160, 14 * rows + 70)))
+    fig = figure(height=height, sizing_mode="stretch_width", x_axis_type="datetime", title="Timeline (UTC)",
+                 tools="xpan,xwheel_zoom,box_zoom,reset,save", y_range=Range1d(rows - 0.5, -0.5),
+                 toolbar_location="above")
+    fig.hbar(y="y", left="submit", right="start", height=0.8, color=QUEUE_COLOR, source=source,
+             nonselection_alpha=0.3)
+    bars = fig.hbar(y="y", left="start", right="end", height=0.8, color="color", source=source,
+                    nonselection_alpha=0.25, selection_line_color="black", selection_line_width=2)
+    fig.add_tools(TapTool(renderers=[bars]),
+                  HoverTool(renderers=[bars], tooltips=[("task", "@key"), ("status", "@status"),
+                                                        ("exit code", "@exitcode"), ("queue wait", "@queue_wait s"),
+                                                        ("duration", "@duration s")]))
+    fig.xaxis.formatter = DatetimeTickFormatter(
+        milliseconds="%H:%M:%S.%3N", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hourmin="%H:%M",
+        hours="%H:%M", days="%b %d", context=RELATIVE_CONTEXT)
+    fig.yaxis.axis_label = "task (table order)"
+    return fig
+
+
+# -- usage ----------------------------------------------------------------------------------------------------
+def series_data(frame: pandas.DataFrame, rows: Sequence[int],
+                max_points: int = USAGE_POINTS) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """CPU/RAM and I/O series of the given table rows (each usage file read once), for overlaid lines.
+
+    Times are seconds since each task started. I/O is cumulative MiB read and written; a task whose usage
+    file has no read_bytes/write_bytes columns (the original tool's) has no I/O lines. A task keeps its colour
+    in both.
+    """
+    from clowdr.share.table import load_usage
+
+    usage: dict[str, list[Any]] = {"xs": [], "cpu": [], "ram": [], "color": [], "label": []}
+    io: dict[str, list[Any]] = {"xs": [], "read": [], "write": [], "color": [], "label": [], "read_label": [],
+                                "write_label": []}
+    for n, row in enumerate(rows):
+        record = frame.iloc[row]
+        series = load_usage(Path(record["meta"]), int(record["task"]), max_points=max_points)
+        if series.empty:
+            continue
+        key, color = task_key(record["run_id"], record["task"]), PALETTE[n % len(PALETTE)]
+        usage["xs"].append(series["time"].tolist())
+        usage["cpu"].append(series["cpu"].tolist())
+        usage["ram"].append(series["ram"].tolist())
+        usage["color"].append(color)
+        usage["label"].append(key)
+        if "read_bytes" not in series.columns or "write_bytes" not in series.columns:
+            continue
+        counted = series.dropna(subset=["read_bytes", "write_bytes"])
+        if counted.empty:
+            continue
+        io["xs"].append(counted["time"].tolist())
+        io["read"].append((counted["read_bytes"] / MIB).round(3).tolist())
+        io["write"].append((counted["write_bytes"] / MIB).round(3).tolist())
+        io["color"].append(color)
+        io["label"].append(key)
+        io["read_label"].append(f"{key} read")
+        io["write_label"].append(f"{key} write")
+    return usage, io
+
+
+def usage_data(frame: pandas.DataFrame, rows: Sequence[int], max_points: int = USAGE_POINTS) -> dict[str, list[Any]]:
+    """CPU and RAM series of the given table rows, seconds since each task started, for overlaid lines."""
+    return series_data(frame, rows, max_points)[0]
+
+
+def io_data(frame: pandas.DataFrame, rows: Sequence[int], max_points: int = USAGE_POINTS) -> dict[str, list[Any]]:
+    """Cumulative MiB read and written by the given table rows (only tasks whose usage records I/O)."""
+    return series_data(frame, rows, max_points)[1]
+
+
+def _series_figure(title: str, x_range: Any = None) -> Figure:
+    from bokeh.plotting import figure
+
+    options: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
+    fig = figure(height=240, sizing_mode="stretch_width", title=title, tools="pan,wheel_zoom,box_zoom,reset,save",
+                 toolbar_location="above", **options)
+    fig.xaxis.axis_label = "seconds since the task started"
+    return fig
+
+
+def _legend(fig: Figure) -> None:
+    fig.legend.location = "top_left"
+    fig.legend.label_text_font_size = "8pt"
+
+
+def usage_figures(source: ColumnDataSource) -> tuple[Figure, Figure]:
+    """CPU % and RAM (MiB) against seconds since task start, sharing the time axis."""
+    from bokeh.models import HoverTool
+
+    cpu = _series_figure("CPU (%)")
+    ram = _series_figure("RAM (MiB)", cpu.x_range)
+    for fig, column in ((cpu, "cpu"), (ram, "ram")):
+        fig.multi_line(xs="xs", ys=column, color="color", legend_field="label", line_width=2, source=source)
+        fig.add_tools(HoverTool(tooltips=[("task", "@label")]))
+        _legend(fig)
+        fig.legend.location = "top_right"
+    return cpu, ram
+
+
+def io_figure(source: ColumnDataSource, x_range: Any = None) -> Figure:
+    """Cumulative MiB read (solid) and written (dashed) against seconds since task start."""
+    from bokeh.models import HoverTool
+
+    fig = _series_figure("I/O (MiB, cumulative: read solid, write dashed)", x_range)
+    fig.multi_line(xs="xs", ys="read", color="color", legend_field="read_label", line_width=2, source=source)
+    fig.multi_line(xs="xs", ys="write", color="color", legend_field="write_label", line_width=2,
+                   line_dash="dashed", source=source)
+    fig.add_tools(HoverTool(tooltips=[("task", "@label")]))
+    _legend(fig)
+    return fig
+
+
+# -- distributions by parameter value --------------------------------------------------------------------------
+UNSET = "(unset)"
+MAX_GROUPS = 30
+#: The measures whose distribution is drawn per parameter value: (column, title, scale to the unit shown).
+MEASURES = (("duration", "Duration (s)", 1.0), ("peak_rss", "Peak RAM (MiB)", 1.0 / MIB))
+
+
+def _group_labels(column: pandas.Series) -> tuple[list[str], list[str]]:
+    """Each task's parameter value as a category label, and the labels in order (numbers numerically)."""
+    values = _param_values(column)
+    if values.dtype.kind == "f":
+        labels = [UNSET if math.isnan(v) else f"{v:g}" for v in values]
+        numbers = sorted({float(v) for v in values if not math.isnan(v)})
+        order = [f"{v:g}" for v in numbers]
+    else:
+        labels = [v if v != "" else UNSET for v in values]
+        order = sorted({v for v in labels if v != UNSET})
+    if UNSET in labels:
+        order.append(UNSET)                 # tasks without the parameter are a group too, drawn last
+    return labels, list(dict.fromkeys(order))
+
+
+def distribution_params(frame: pandas.DataFrame, max_groups: int = MAX_GROUPS) -> list[str]:
+    """Parameters worth comparing tasks by: 2 to ``max_groups`` distinct values (unset counts as one)."""
+    found = []
+    for name in param_columns(frame):
+        count = len(_group_labels(frame[name])[1])
+        if 2 <= count <= max_groups:
+            found.append(name)
+    return found
+
+
+def _quartiles(values: list[float]) -> dict[str, float]:
+    """Min, quartiles and max (NaN when there is no value: pending or running tasks only)."""
+    import numpy as np
+
+    if not values:
+        return {key: math.nan for key in ("low", "q1", "median", "q3", "high")}
+    low, q1, median, q3, high = np.percentile(values, [0, 25, 50, 75, 100])
+    return {"low": float(low), "q1": float(q1), "median": float(median), "q3": float(q3), "high": float(high)}
+
+
+def distribution_data(frame: pandas.DataFrame, param: str | None) -> dict[str, Any]:
+    """Per value of PARAM: a box per measure (``boxes``, one row per value) and the tasks as points.
+
+    ``factors`` is the value order of the categorical axis; ``points`` has one row per task with its table
+    row, so a tap on a point can select that task.
+    """
+    boxes: dict[str, list[Any]] = {"value": [], "tasks": []}
+    points: dict[str, list[Any]] = {"value": [], "x": [], "row": [], "key": []}
+    for column, _, _ in MEASURES:
+        for part in ("low", "q1", "median", "q3", "high"):
+            boxes[f"{column}_{part}"] = []
+        points[column] = []
+    if param is None or param not in frame.columns or frame.empty:
+        return {"factors": [], "boxes": boxes, "points": points}
+    labels, order = _group_labels(frame[param])
+    measures = {column: (frame[column].astype("float64") * scale).to_numpy() for column, _, scale in MEASURES}
+    position = {label: n for n, label in enumerate(order)}
+    for row, label in enumerate(labels):
+        offset = ((row * 0.618034) % 1.0 - 0.5) * 0.5        # deterministic jitter, so points do not hide each other
+        points["value"].append(label)
+        points["x"].append(position[label] + 0.5 + offset)
+        points["row"].append(row)
+        points["key"].append(task_key(frame["run_id"].iloc[row], frame["task"].iloc[row]))
+        for column, values in measures.items():
+            points[column].append(None if math.isnan(values[row]) else round(float(values[row]), 3))
+    for label in order:
+        members = [n for n, value in enumerate(labels) if value == label]
+        boxes["value"].append(label)
+        boxes["tasks"].append(len(members))
+        for column, values in measures.items():
+            stats = _quartiles([float(values[n]) for n in members if not math.isnan(values[n])])
+            for part, number in stats.items():
+                boxes[f"{column}_{part}"].append(number)
+    return {"factors": order, "boxes": boxes, "points": points}
+
+
+def distribution_figures(boxes: ColumnDataSource, points: ColumnDataSource, factors: list[str],
+                         param: str | None) -> tuple[Figure, Figure]:
+    """Box (quartiles), whiskers (min to max) and median per parameter value, tasks as jittered points."""
+    from bokeh.models import FactorRange, HoverTool, TapTool
+    from bokeh.plotting import figure
+
+    x_range = FactorRange(factors=list(factors))
+    figures = []
+    for column, title, _ in MEASURES:
+        fig = figure(height=260, sizing_mode="stretch_width", x_range=x_range, title=title,
+                     tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
+        fig.segment(x0="value", x1="value", y0=f"{column}_low", y1=f"{column}_high", color="#555555",
+                    source=boxes)
+        fig.vbar(x="value", width=0.6, bottom=f"{column}_q1", top=f"{column}_q3", fill_color="#aec7e8",
+                 fill_alpha=0.6, line_color="#1f77b4", source=boxes)
+        fig.rect(x="value", y=f"{column}_median", width=0.6, height=1, height_units="screen", color="#1f77b4",
+                 source=boxes)
+        dots = fig.scatter(x="x", y=column, size=6, color="#ff7f0e", alpha=0.7, source=points,
+                           nonselection_alpha=0.2, selection_color="black")
+        fig.add_tools(TapTool(renderers=[dots]),
+                      HoverTool(renderers=[dots], tooltips=[("task", "@key"), ("value", "@value"),
+                                                            (title, f"@{column}")]))
+        fig.xaxis.axis_label = (param or "parameter").removeprefix("param.")
+        figures.append(fig)
+    return figures[0], figures[1]
+
+
+# -- one task ----------------------------------------------------------------------------------------------------
+def log_html(text: str, truncated: bool, stream: str) -> str:
+    """A log shown as text, never as markup: a tool printing ``<script>`` shows ``<script>``."""
+    note = f"<div><i>last {len(text.encode())} bytes of {stream}: the file is longer</i></div>" if truncated else ""
+    body = html.escape(text) if text else "<i>(empty)</i>"
+    return (f"{note}<pre style='max-height:320px;overflow:auto;white-space:pre-wrap;background:#f7f7f7;"
+            f"padding:6px;margin:0'>{body}</pre>")
+
+
+ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "failure", "start_time", "end_time", "realtime", "hostname",
+                  "worker", "slurm_job_id", "error")
+
+
+def attempts_table(attempts: list[dict[str, Any]]) -> pandas.DataFrame:
+    """The attempt history as rows (only the fields that tell why an attempt ended)."""
+    import pandas as pd
+
+    rows = [{key: "" if attempt.get(key) is None else str(attempt.get(key)) for key in ATTEMPT_FIELDS}
+            for attempt in attempts]                      # as text: no NaN or 0.0 where a summary had null or 0
+    return pd.DataFrame(rows, columns=list(ATTEMPT_FIELDS), dtype=object)
