@@ -154,8 +154,6 @@ def test_bad_locations(tmp_path):
     (unrelated / "photo.jpg").write_text("x")
     with pytest.raises(InputError, match="unrelated"):
         find_runs(unrelated)
-    with pytest.raises(InputError, match="s3:// is not supported yet"):
-        find_runs("s3://bucket/prov")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_runs(empty) == []                      # a provenance directory with no runs yet

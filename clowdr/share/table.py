@@ -54,11 +54,16 @@ def find_runs(location: str | Path) -> list[Path]:
     LOCATION is a provenance directory of many runs, one run directory, a run's ``clowdr/`` directory, or a
     ``clowdr-summary.json`` file (the original ``share`` output; its directory is read). An empty directory is a
     provenance directory with no runs yet (a dashboard may watch it fill); anything else raises InputError.
+    An ``s3://bucket/prefix`` of any of these is read through a local mirror (``clowdr.storage``), brought up to
+    date by each call; the paths returned are then the mirror's.
     """
     text = str(location)
     if text.startswith("s3://"):
-        raise InputError(text, "s3:// is not supported yet")
-    path = Path(os.path.abspath(Path(text).expanduser()))
+        from clowdr import storage
+
+        path = storage.mirror(text, keep=wanted_in_mirror)      # re-synced by every call (a live dashboard)
+    else:
+        path = Path(os.path.abspath(Path(text).expanduser()))
     if path.is_file():
         if path.name != SUMMARY_INDEX:
             raise InputError(text, f"not a provenance location (a file other than {SUMMARY_INDEX})")
@@ -84,6 +89,21 @@ def find_runs(location: str | Path) -> list[Path]:
         raise InputError(text, "not a provenance location: no <run id>/clowdr/ directories, and not a run "
                                f"directory, a clowdr/ directory or {SUMMARY_INDEX}")
     return sorted(found, key=lambda meta: (meta.parent.name, str(meta)))
+
+
+def wanted_in_mirror(parts: tuple[str, ...]) -> bool:
+    """Whether a file at PARTS (relative to an S3 location) is one this module may read, so worth mirroring.
+
+    That is a file of a run's metadata directory (the location itself, ``clowdr/`` or ``<run id>/clowdr/``) or of
+    its ``attempts/task-N/attempt-K/``; a run's outputs and work files are not downloaded.
+    """
+    for depth in (0, 1, 2):
+        if depth and (len(parts) <= depth or parts[depth - 1] != META_NAME):
+            continue
+        rest = parts[depth:]
+        if len(rest) == 1 or (len(rest) == 4 and rest[0] == "attempts"):
+            return True
+    return False
 
 
 def _is_meta(path: Path) -> bool:
