@@ -149,6 +149,16 @@ def browser_ready() -> None:
         pytest.skip(reason)
 
 
+def _stop(server: subprocess.Popen) -> None:
+    """Stop a server this test started, by its own pid (TERM, then KILL after 15 s)."""
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=15)
+
+
 def _wait_for_server(proc: subprocess.Popen, url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -226,12 +236,7 @@ def test_the_served_app_in_a_real_browser(browser_ready, clowdr, provdir, invoca
             page.screenshot(path=str(tmp_path / "dashboard-live.png"), full_page=True)
             browser.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+        _stop(server)
         log.close()
     assert external == [], external
     assert dialogs == [], dialogs
@@ -321,12 +326,7 @@ def test_panel_serve_serves_the_app(clowdr, provdir, invocations, tmp_path):
             text = answer.read().decode("utf-8")
         assert "<title>clowdr share</title>" in text
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+        _stop(server)
         log.close()
     output = (tmp_path / "panel-serve.log").read_text()
     assert "Traceback" not in output, output                              # the session was built without error
