@@ -42,8 +42,9 @@ def share(provdir: str, **kwargs: Any) -> int:
     from clowdr.errors import InputError
 
     try:
-        from clowdr.share.serve import export, serve
         import panel  # noqa: F401  (the dashboard's one optional dependency)
+
+        from clowdr.share.serve import export, serve
     except ImportError as exc:
         raise NotAvailableError(f"clowdr share needs the dashboard packages (pip install panel): {exc}") from None
     target = kwargs.get("export")

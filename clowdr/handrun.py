@@ -14,7 +14,7 @@ from clowdr.config import container_settings, sampling_settings
 from clowdr.engine import LocalRequest, Outcome, check_options, task_state
 from clowdr.errors import InputError
 from clowdr.monitor import write_record
-from clowdr.plan import load_json, load_tool
+from clowdr.plan import Tool, load_json, load_tool
 from clowdr.provenance import TASK_FILE, RunDir, write_json
 from clowdr.worker import run_task
 
@@ -24,6 +24,7 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
     """Records go to the task's own run as a new attempt, or, with ``provdir``, to a new run there."""
     check_options(LocalRequest("", "", "", volumes=list(volumes or [])))
     jobs = []
+    tools: dict[Path, Tool] = {}          # task files of one run share a descriptor: load and validate it once
     for name in tasklist:
         path = Path(name)
         match = TASK_FILE.match(path.name)
@@ -33,13 +34,16 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
         if not isinstance(definition, dict):
             raise InputError(name, "task file is not a JSON object")
         source = RunDir.of_meta(path.parent.resolve())
-        tool = load_tool(source.local_copy(str(definition.get("tool", "")), "tool", path))
+        descriptor = source.local_copy(str(definition.get("tool", "")), "tool", path)
+        tool = tools.get(descriptor) or tools.setdefault(descriptor, load_tool(descriptor))
         invocation_path = source.local_copy(str(definition.get("invocation", "")), "invocation", path)
         invocation = tool.check_invocation(load_json(invocation_path, "invocation"), str(invocation_path))
         jobs.append((int(match.group(1)), definition, source, tool, invocation_path, invocation))
     target = RunDir.create(provdir) if provdir else None
     outcome = Outcome(target or jobs[0][2], launched=True)
     sampling = sampling_settings()
+    container = ContainerOptions(**container_settings(list(volumes or []), False, None))
+    builders: dict[int, CommandBuilder] = {}
     for index, definition, source, tool, invocation_path, invocation in jobs:
         run = target or source
         if target is not None:
@@ -49,7 +53,7 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
         task_dir = str(Path(workdir).resolve()) if workdir else str(run.default_workdir(index))
         run.write_task(index, dict(definition, taskloc=task_dir))
         state = task_state(run, index, run.next_attempt(index), invocation, task_dir)
-        builder = CommandBuilder(tool.descriptor, ContainerOptions(**container_settings(list(volumes or []), False, None)))
+        builder = builders.get(id(tool)) or builders.setdefault(id(tool), CommandBuilder(tool.descriptor, container))
 
         def emit(message: dict[str, Any], run: RunDir = run, index: int = index) -> None:
             if message["kind"] == "usage":

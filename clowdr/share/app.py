@@ -321,12 +321,14 @@ def build_app(location: str | Path, period_ms: int = DEFAULT_PERIOD_MS, live: bo
 
 def dashboard(location: str | Path, dask_dashboard: str | None = None,
               period_ms: int = DEFAULT_PERIOD_MS) -> pn.viewable.Viewable:
-    """The live dashboard for a notebook cell (refreshing itself while the run goes on), with the Dask link."""
-    pn.extension("tabulator")
-    board = Dashboard(location, period_ms=period_ms)
-    page = board.view()
+    """The live dashboard for a notebook cell (refreshing itself while the run goes on), with the Dask link.
+
+    A notebook has no server session, so the refresh is scheduled here rather than by ``build_app``.
+    """
+    page = build_app(location, period_ms=period_ms, live=False)
+    board = page.dashboard                                        # type: ignore[attr-defined]
     pn.state.add_periodic_callback(board.refresh, period=period_ms)
     if dask_dashboard:
         page = pn.Column(pn.pane.Markdown(f"Dask dashboard: [{dask_dashboard}]({dask_dashboard})"), page)
-    page.dashboard = board             # type: ignore[attr-defined]
+        page.dashboard = board         # type: ignore[attr-defined]
     return page
