@@ -1,9 +1,11 @@
 """Throughput of ``clowdr local`` on N trivial tasks against ``xargs -P<cores>`` on the same command lines.
 
-Run by hand:  python benchmarks/local_throughput.py [-n 1000] [--repeat 3] [--dir DIR]
-Each repetition runs xargs, then clowdr (full provenance for every task), in the same directory; the
-script prints ms per task for both, their ratio, clowdr's start-up time (CLI start to the first task
-running), and the cost of creating one file in DIR, measured in the same repetition: on this project's
+Run by hand:  python benchmarks/local_throughput.py [-n 1000] [--repeat 3] [--dir DIR] [--compare SRC]
+Each repetition runs xargs, then clowdr (full provenance for every task), then clowdr with workers that share
+no filesystem with the client (``local.shared-filesystem: false``: scratch space, logs streamed back), and,
+with ``--compare SRC``, the clowdr of another source tree (e.g. ``git worktree add /tmp/old HEAD~1``), all in
+the same directory; the script prints ms per task for each, their ratios, clowdr's start-up time (CLI start
+to the first task running), and the cost of creating one file in DIR, measured in the same repetition: on this project's
 machines that cost alone swings between ~40 and ~1000 us over minutes, and clowdr writes eight files
 per task (working directory, stdout, stderr, the tool's own output, usage, summary, task file,
 invocation copy) where the xargs baseline writes one. Medians over the repetitions come last.
@@ -78,9 +80,10 @@ def span(summaries: list[dict]) -> tuple[float, float]:
     return min(starts), max(ends)
 
 
-def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
+def run_clowdr(root: Path, n: int, env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """(ms per task from first start to last end, ms per task for the whole command, start-up seconds)."""
-    summaries, cli_start, wall = clowdr_summaries(root, n)
+    root.mkdir()
+    summaries, cli_start, wall = clowdr_summaries(root, n, env=env)
     first, last = span(summaries)
     return (last - first) / n * 1000, wall / n * 1000, first - cli_start
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="number of tasks (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--dir", default=str(Path(__file__).with_name("out")), help="where to work (default benchmarks/out)")
+    parser.add_argument("--compare", metavar="SRC", help="another clowdr source tree to measure in the same runs")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     base = Path(args.dir)
@@ -97,19 +101,28 @@ def main() -> None:
     rows = []
     print(f"{args.n} trivial tasks on {cores} cores, in {base}")
     print(f"{'rep':>3} {'create us':>9} {'xargs ms/task':>13} {'clowdr ms/task':>14} {'ratio':>6} "
-          f"{'clowdr whole ms/task':>20} {'start-up s':>10}")
+          f"{'clowdr whole ms/task':>20} {'start-up s':>10} {'no-shared ms/task':>17} {'ratio':>6}"
+          + (f" {'compared ms/task':>16} {'ratio':>6}" if args.compare else ""))
     for rep in range(1, args.repeat + 1):
         with tempfile.TemporaryDirectory(prefix="clowdr-bench-", dir=base) as tmp:
             create = create_cost_us(base)
             xargs_ms = run_xargs(Path(tmp), args.n, cores)
-            steady_ms, whole_ms, startup = run_clowdr(Path(tmp), args.n)
-        rows.append((create, xargs_ms, steady_ms, whole_ms, startup))
+            steady_ms, whole_ms, startup = run_clowdr(Path(tmp) / "shared", args.n)
+            apart_ms = run_clowdr(Path(tmp) / "apart", args.n, env={
+                "DASK_CLOWDR__LOCAL__SHARED_FILESYSTEM": "false", "DASK_CLOWDR__WORKER__SCRATCH": f"{tmp}/scratch"})[0]
+            compared_ms = run_clowdr(Path(tmp) / "compared", args.n, env={"PYTHONPATH": args.compare})[0] \
+                if args.compare else float("nan")
+        rows.append((create, xargs_ms, steady_ms, whole_ms, startup, apart_ms, compared_ms))
         print(f"{rep:>3} {create:>9.0f} {xargs_ms:>13.2f} {steady_ms:>14.2f} {steady_ms / xargs_ms:>6.1f} "
-              f"{whole_ms:>20.2f} {startup:>10.2f}")
+              f"{whole_ms:>20.2f} {startup:>10.2f} {apart_ms:>17.2f} {apart_ms / steady_ms:>6.2f}"
+              + (f" {compared_ms:>16.2f} {steady_ms / compared_ms:>6.2f}" if args.compare else ""))
     median = [statistics.median(column) for column in zip(*rows)]
     print(f"median: file create {median[0]:.0f} us; xargs -P{cores} {median[1]:.2f} ms/task; clowdr local "
           f"{median[2]:.2f} ms/task (first task start to last task end; ratio {median[2] / median[1]:.1f}x), "
-          f"{median[3]:.2f} ms/task for the whole command; start-up {median[4]:.2f} s")
+          f"{median[3]:.2f} ms/task for the whole command; start-up {median[4]:.2f} s; without a shared filesystem "
+          f"{median[5]:.2f} ms/task ({median[5] / median[2]:.2f}x shared)"
+          + (f"; {args.compare}: {median[6]:.2f} ms/task (this tree {median[2] / median[6]:.2f}x that)"
+             if args.compare else ""))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ def run_array(root: Path, n: int) -> tuple[float, float]:
 
 def run_clowdr(root: Path, n: int) -> tuple[float, float, float]:
     summaries, cli_start, wall = clowdr_summaries(root, n, "--cluster", "slurm", "-a", "mem:500,time:0:20",
-                                                  env={"DASK_CLOWDR__SLURM__INTERFACE": "lo"})
+                                                  env={"DASK_JOBQUEUE__SLURM__INTERFACE": "lo"})
     first, last = span(summaries)
-    print(f"clowdr used {len({s['slurm_job_id'] for s in summaries})} worker jobs")
+    print(f"clowdr used {len({s['job_id'] for s in summaries})} worker jobs")
     return first - cli_start, (last - first) / n * 1000, wall / n * 1000
 
 

@@ -24,6 +24,10 @@ from clowdr.errors import ClowdrError
 class TaskSetupError(ClowdrError):
     """The task could not be started (missing mount, no container engine, ...)."""
 
+    def __init__(self, message: str, container: bool = False) -> None:
+        super().__init__(message)
+        self.container = container      # the container engine is at fault, not the task's inputs
+
 
 class _Substitution(LocalExecutor):
     """Boutiques' executor reduced to its substitution engine: built once per descriptor."""
@@ -138,7 +142,7 @@ class CommandBuilder:
             if shutil.which(binary):
                 return "singularity", binary
         raise TaskSetupError("Could not find any container engine. "
-                             "Make sure that Docker or Singularity/Apptainer is installed.")
+                             "Make sure that Docker or Singularity/Apptainer is installed.", container=True)
 
     def _mounts(self, invocation: dict[str, Any], workdir: str) -> list[str]:
         """User volumes, the working directory, then every File input at its own path (Boutiques' automounts)."""

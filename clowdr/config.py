@@ -1,6 +1,7 @@
 """Defaults live in configs/clowdr.yaml, merged under the user's own dask config."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import yaml
 
 DEFAULTS = Path(__file__).with_name("clowdr.yaml")
 _loaded = False
+_UNSET = object()
 
 
 def load_defaults() -> None:
@@ -23,6 +25,22 @@ def get(key: str) -> Any:
     """Return the setting ``clowdr.<key>`` (dotted), defaults included."""
     load_defaults()
     return dask.config.get(f"clowdr.{key}")
+
+
+@lru_cache(maxsize=1)
+def _user_layer() -> dict[str, Any]:
+    return dask.config.collect()
+
+
+def user_setting(key: str) -> Any:
+    """``key`` (fully dotted, e.g. ``clowdr.slurm.walltime`` or ``jobqueue.slurm.queue``) as the user set it in
+    their own dask config files or ``DASK_*`` environment variables, or None where they did not.
+
+    Read from those layers themselves, never by comparing a value with a packaged default: a user who sets
+    exactly the packaged value has still set it.
+    """
+    found = dask.config.get(key, default=_UNSET, config=_user_layer())
+    return None if found is _UNSET else found
 
 
 def container_settings(volumes: list[str], user: bool, simg: str | None) -> dict[str, Any]:

@@ -1,30 +1,55 @@
-"""The original tool's Python API, same names and signatures, as thin calls into the engine."""
+"""The original tool's Python API, same names, as thin calls into the modules that do the work."""
 from __future__ import annotations
 
 import argparse
+import inspect
 from typing import Any
 
 from clowdr.errors import NotAvailableError
 
+#: keywords the original CLI passed along with the options (its whole argparse namespace), ignored here
+_ORIGINAL_EXTRAS = ("func", "mode")
+#: the original's order of ``local``'s parameters after ``backoff_time``, for callers that pass them by position
+ORIGINAL_ORDER = ("sweep", "verbose", "workdir", "simg", "rerun", "run_id", "volumes", "s3", "cluster", "jobname",
+                  "clusterargs", "dev", "groupby", "user", "setup", "bids")
 
-def local(descriptor: str, invocation: str, provdir: str, backoff_time: int = 36000, sweep: list[str] | None = None,
-          verbose: bool = False, workdir: str | None = None, simg: str | None = None, rerun: str | None = None,
-          run_id: str | None = None, volumes: list[str] | None = None, s3: str | None = None,
-          cluster: str | None = None, jobname: str | None = None, clusterargs: str | None = None,
-          dev: bool = False, groupby: int | None = 1, user: bool = False, setup: bool = False, bids: bool = False,
-          **kwargs: Any) -> str:
-    """Run (or with ``setup``, only record) tasks; return the run's ``clowdr/`` directory as the original did.
 
-    ``backoff_time`` is accepted for compatibility: the monitor is event-driven and never polls.
-    Task failures are recorded, not raised; bad input raises ``clowdr.errors.InputError``.
+def local(descriptor: str, invocation: str, provdir: str, backoff_time: int = 36000, *positional: Any,
+          **options: Any) -> str:
+    """Run (or with ``setup=True``, only record) tasks; return the run's ``clowdr/`` directory as the original did.
+
+    ``options`` are the long names of ``clowdr local``'s options (``clowdr.request.LocalRequest``: ``sweep``,
+    ``verbose``, ``workdir``, ``simg``, ``rerun``, ``run_id``, ``volumes``, ``s3``, ``cluster``, ``jobname``,
+    ``clusterargs``, ``dev``, ``groupby``, ``user``, ``setup``, ``bids``). ``backoff_time`` is accepted for
+    compatibility: the monitor is event-driven and never polls. Task failures are recorded, not raised; bad
+    input raises ``clowdr.errors.InputError``.
     """
-    from clowdr.engine import LocalRequest, run_local
+    from clowdr.engine import run_local
+    from clowdr.request import LocalRequest
 
-    request = LocalRequest(descriptor=descriptor, invocation=invocation, provdir=provdir, verbose=verbose, dev=dev,
-                           workdir=workdir, volumes=list(volumes or []), groupby=groupby, sweep=list(sweep or []),
-                           setup=setup, cluster=cluster, clusterargs=clusterargs, jobname=jobname, simg=simg,
-                           user=user, rerun=rerun, run_id=run_id, s3=s3, bids=bids)
+    options = {k: v for k, v in options.items() if k not in _ORIGINAL_EXTRAS}
+    options.update(zip(ORIGINAL_ORDER, positional))
+    request = LocalRequest.of(dict(options, descriptor=descriptor, invocation=invocation, provdir=provdir))
     return str(run_local(request).run.meta)
+
+
+def _original_signature() -> inspect.Signature:
+    """``local``'s signature as the original tool declared it, its defaults those of ``LocalRequest`` (a list
+    option's default is None, as in the original)."""
+    from dataclasses import MISSING, fields
+
+    from clowdr.request import LocalRequest
+
+    declared = {f.name: None if f.default is MISSING else f.default for f in fields(LocalRequest)}
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    head = [inspect.Parameter(name, kind) for name in ("descriptor", "invocation", "provdir")]
+    head.append(inspect.Parameter("backoff_time", kind, default=36000))
+    options = [inspect.Parameter(name, kind, default=declared[name]) for name in ORIGINAL_ORDER]
+    rest = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
+    return inspect.Signature([*head, *options, rest], return_annotation=str)
+
+
+local.__signature__ = _original_signature()  # type: ignore[attr-defined]
 
 
 def cloud(descriptor: str, invocation: str, provdir: str, s3: str, cloud: str, credentials: str,
@@ -39,25 +64,11 @@ def share(provdir: str, **kwargs: Any) -> int:
     Keyword options: ``host`` (default 127.0.0.1), ``port`` (0: a free one), ``debug``, ``show`` (open a browser),
     ``announce`` (called with the URL once listening). A bad PROVDIR raises ``clowdr.errors.InputError``.
     """
-    from clowdr.errors import InputError
+    from clowdr.share.serve import share as serve_or_export
 
-    try:
-        import panel  # noqa: F401  (the dashboard's one optional dependency)
-
-        from clowdr.share.serve import export, serve
-    except ImportError as exc:
-        raise NotAvailableError(f"clowdr share needs the dashboard packages (pip install panel): {exc}") from None
-    target = kwargs.get("export")
-    if target:
-        from pathlib import Path
-
-        if not Path(target).parent.is_dir():
-            raise InputError(str(target), "the directory to export into does not exist")
-        export(provdir, target)
-        return 0
-    serve(provdir, host=kwargs.get("host") or "127.0.0.1", port=int(kwargs.get("port") or 0),
-          debug=bool(kwargs.get("debug")), show=bool(kwargs.get("show")), announce=kwargs.get("announce"))
-    return 0
+    return serve_or_export(provdir, host=kwargs.get("host") or "127.0.0.1", port=int(kwargs.get("port") or 0),
+                           debug=bool(kwargs.get("debug")), show=bool(kwargs.get("show")),
+                           export=kwargs.get("export"), announce=kwargs.get("announce"))
 
 
 def runtask(tasklist: list[str], **kwargs: Any) -> int:

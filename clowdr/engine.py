@@ -1,64 +1,30 @@
-"""One path for every launch: plan and validate, record the run, execute on a cluster, monitor to the end.
+"""One path for every launch: plan and validate, record the run, execute on a back-end, monitor to the end.
 
-Nothing is written before every input has been validated, and nothing is launched before the run's
-metadata is on disk, so a bad input leaves the provenance directory exactly as it was and a crash
-leaves a directory that ``share`` and ``--rerun`` can read.
+Nothing is written before every input has been validated (the back-end's request included), and nothing is
+launched before the run's metadata is on disk, so a bad input leaves the provenance directory exactly as it
+was and a crash leaves a directory that ``share`` and ``--rerun`` can read.
 """
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from clowdr import config
-from clowdr.clusters import (
-    ClusterSpec,
-    cluster_kind,
-    import_jobqueue,
-    make_cluster,
-    parse_clusterargs,
-    slurm_cluster,
-    slurm_request,
-)
-from clowdr.errors import InputError, NotAvailableError
+from clowdr.backends import Backend, ClusterRequest, backend_for
+from clowdr.errors import InputError
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, existing_provdir, select_for_rerun, write_json
+from clowdr.request import LocalRequest
+from clowdr.protocol import RunContext
 from clowdr.worker import stop_running_tools
 
 log = logging.getLogger("clowdr")
-
-
-@dataclass
-class LocalRequest:
-    """Everything ``clowdr local`` accepts (the same names as the original tool's options)."""
-
-    descriptor: str
-    invocation: str
-    provdir: str
-    verbose: bool = False
-    dev: bool = False
-    workdir: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    groupby: int | None = None
-    sweep: list[str] = field(default_factory=list)
-    setup: bool = False
-    cluster: str | None = None
-    clusterargs: str | None = None
-    jobname: str | None = None
-    simg: str | None = None
-    user: bool = False
-    rerun: str | None = None
-    run_id: str | None = None
-    s3: str | None = None
-    bids: bool = False
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 @dataclass
@@ -68,6 +34,7 @@ class Outcome:
     failed: int = 0
     launched: bool = False
     job_script: str | None = None
+    failures: dict[str, int] | None = None       # failed tasks by failure class
 
     @property
     def exit_status(self) -> int:
@@ -82,7 +49,13 @@ class Planned:
     tool: Tool
     batches: list[list[TaskPlan]]
     total: int                         # tasks in the whole run
+    backend: Backend
     rerun: RunDir | None = None
+
+    @property
+    def launched(self) -> list[list[TaskPlan]]:
+        """The groups this launch runs (--dev: the first one; every task is recorded all the same)."""
+        return self.batches[:1] if self.req.dev else self.batches
 
 
 @dataclass
@@ -93,40 +66,30 @@ class Launch:
     tool: Tool
     steps: Iterator[list[TaskState]]
     total: int                          # tasks this launch runs
-    mode: str
     req: LocalRequest
-
-
-def check_options(req: LocalRequest) -> None:
-    """Option faults that need no file: one line each, before anything is read or written."""
-    for volume in req.volumes:
-        source, _, target = volume.partition(":")
-        if not source or not target:
-            raise InputError("--volumes", f"'{volume}' is not of the form /host/path:/container/path")
-    if req.groupby is not None and req.groupby < 1:
-        raise InputError("--groupby", f"must be a positive number of tasks, got {req.groupby}")
-    if req.rerun and not req.run_id:
-        raise InputError("--rerun", "needs --run_id, the run directory to rerun (YYYY-mm-dd_HH-MM-SS-XXXXXXXX)")
-    if req.run_id and not req.rerun:
-        raise InputError("--run_id", "only goes with --rerun all|failed|incomplete")
-    if req.clusterargs:
-        parse_clusterargs(req.clusterargs)
-    if req.s3:
-        raise NotAvailableError("--s3: staging data from S3 is not available yet in this version of clowdr")
+    backend: Backend
 
 
 def validate(req: LocalRequest) -> Planned:
     """Check every option and input; read, never write. Raises InputError on the first fault."""
-    check_options(req)
+    req.check()
     existing_provdir(req.provdir)
     if req.rerun:
-        return _validate_rerun(req)
-    tool = load_tool(req.descriptor)
-    tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
-    return _checked(Planned(req, tool, group(tasks, req.groupby), total=len(tasks)))
+        tool, tasks, total, rerun = _rerun_tasks(req)
+    else:
+        tool = load_tool(req.descriptor)
+        tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
+        total, rerun = len(tasks), None
+    batches = group(tasks, req.groupby)
+    launched = len(batches[:1] if req.dev else batches)
+    backend = backend_for(req.cluster, ClusterRequest(
+        clusterargs=req.clusterargs, jobname=req.jobname, groups=launched, submits=not req.setup,
+        resources=dict(tool.descriptor.get("suggested-resources") or {})))
+    backend.check()                # what the scheduler would refuse (a bad --clusterargs time or size)
+    return Planned(req, tool, batches, total, backend, rerun)
 
 
-def _validate_rerun(req: LocalRequest) -> Planned:
+def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
     """The chosen tasks of an earlier run (ours or the original tool's), with its descriptor and invocations."""
     run = RunDir.open(req.provdir, req.run_id or "")
     records = run.tasks()
@@ -139,82 +102,61 @@ def _validate_rerun(req: LocalRequest) -> Planned:
         path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
         invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
-    return _checked(Planned(req, tool, group(tasks, req.groupby), total=len(records), rerun=run))
+    return tool, tasks, len(records), run
 
 
-def _checked(planned: Planned) -> Planned:
-    """What the cluster will be asked for is checked now too (a bad --clusterargs time or size)."""
-    if planned.req.cluster == "slurm":
-        slurm_request(cluster_spec(planned))
-    return planned
-
-
-def cluster_spec(planned: Planned, log_directory: Path | None = None) -> ClusterSpec:
-    req = planned.req
-    launched = planned.batches[:1] if req.dev else planned.batches
-    return ClusterSpec(kind=cluster_kind(req.cluster), clusterargs=req.clusterargs, jobname=req.jobname,
-                       resources=dict(planned.tool.descriptor.get("suggested-resources") or {}),
-                       log_directory=str(log_directory) if log_directory else None, groups=len(launched))
-
-
-def record(planned: Planned, run: RunDir | None = None) -> Launch:
+def record(planned: Planned, run: RunDir) -> Launch:
     """Write what every task needs (run directory, descriptor copy, run.json); the tasks' own files follow.
 
     ``Launch.steps`` records the tasks group by group (task-N.json and the invocation copy, or for a rerun
     the move of the current attempt into the history) and yields each group once it is on disk: a task is
     never submitted before its record exists, and the first one need not wait for the last one's.
     """
-    req, tool = planned.req, planned.tool
-    launched = planned.batches[:1] if req.dev else planned.batches   # --dev: every task recorded, one group run
+    req, tool, launched = planned.req, planned.tool, planned.launched
     if planned.rerun is not None:
-        run, mode = planned.rerun, f"rerun-{req.rerun}"
-        steps = _rerun_steps(run, req, launched)
+        mode, steps = f"rerun-{req.rerun}", _rerun_steps(run, planned)
     else:
-        run, mode = run or RunDir.create(req.provdir), "new"
-        steps = _new_steps(run, req, tool, planned.batches, len(launched))
-    _record_launch(run, req, tool, mode, [[t.index for t in batch] for batch in launched], planned.total)
-    return Launch(run, tool, steps, sum(len(b) for b in launched), mode, req)
+        mode, steps = "new", _new_steps(run, planned)
+    options = {k: v for k, v in vars(req).items() if k != "command"}
+    run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
+                      "shared_filesystem": planned.backend.shared_filesystem,
+                      "tasks": [t.index for batch in launched for t in batch], "groups": len(launched),
+                      "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
+    return Launch(run, tool, steps, sum(len(b) for b in launched), req, planned.backend)
 
 
-def _new_steps(run: RunDir, req: LocalRequest, tool: Tool, batches: list[list[TaskPlan]],
-               launched: int) -> Iterator[list[TaskState]]:
-    descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+def _new_steps(run: RunDir, planned: Planned) -> Iterator[list[TaskState]]:
+    descriptor_copy = run.copy_descriptor(planned.tool.path, planned.tool.descriptor)
     taken = {descriptor_copy.name}
-    for number, batch in enumerate(batches):
+    launched = len(planned.launched)
+    for number, batch in enumerate(planned.batches):
         states = []
         for task in batch:
             invocation_copy = run.meta / run.unique_name(task.invocation_name, taken)
             write_json(invocation_copy, task.invocation)
-            workdir = _workdir(req, run, task.index)
+            workdir = _workdir(planned, run, task.index)
             run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
                                         "dataloc": task.dataloc, "taskloc": workdir})
-            states.append(task_state(run, task.index, 1, task.invocation, workdir))
+            states.append(_state(planned, run, task, 1))
         if number < launched:
             yield states
 
 
-def _rerun_steps(run: RunDir, req: LocalRequest, batches: list[list[TaskPlan]]) -> Iterator[list[TaskState]]:
-    for batch in batches:
-        yield [task_state(run, t.index, run.next_attempt(t.index), t.invocation, _workdir(req, run, t.index))
-               for t in batch]
+def _rerun_steps(run: RunDir, planned: Planned) -> Iterator[list[TaskState]]:
+    for batch in planned.launched:
+        yield [_state(planned, run, task, run.next_attempt(task.index)) for task in batch]
 
 
-def _workdir(req: LocalRequest, run: RunDir, index: int) -> str:
-    return str(Path(req.workdir).resolve()) if req.workdir else str(run.default_workdir(index))
+def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskState:
+    return TaskState(run.task_spec(task.index, attempt, task.invocation, _workdir(planned, run, task.index),
+                                   planned.backend.shared_filesystem))
 
 
-def task_state(run: RunDir, index: int, attempt: int, invocation: dict[str, Any], workdir: str) -> TaskState:
-    spec = {"task": index, "attempt": attempt, "invocation": invocation, "workdir": workdir,
-            "stdout": str(run.file(index, "stdout.txt")), "stderr": str(run.file(index, "stderr.txt"))}
-    return TaskState(index, spec)
-
-
-def _record_launch(run: RunDir, req: LocalRequest, tool: Tool, mode: str, groups: list[list[int]],
-                   total: int) -> None:
-    options = {k: v for k, v in vars(req).items() if k != "command"}
-    run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": cluster_kind(req.cluster),
-                      "tasks": [t for g in groups for t in g], "groups": len(groups), "setup_only": req.setup},
-                     tool.name, tool.path.name, total)
+def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
+    """--workdir, else the task's directory in the run, or (no shared filesystem) scratch space on the worker."""
+    if planned.req.workdir:
+        return str(Path(planned.req.workdir).resolve())
+    return str(run.default_workdir(index)) if planned.backend.shared_filesystem else None
 
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,
@@ -227,23 +169,18 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     log.info("Dask dashboard: %s", client.dashboard_link)
     if on_client is not None:
         on_client(client)
-    context = {
-        "key": f"{launch.run.run_id}/{time.time()}",
-        "descriptor": launch.tool.descriptor,
-        "container": config.container_settings(launch.req.volumes, launch.req.user, launch.req.simg),
-        "topic": f"clowdr-{launch.run.run_id}",
-        "sampling": config.sampling_settings(),
-        "retire-margin": config.get("slurm.retire-margin"),
-    }
-    monitor = Monitor(launch.run, client, context, launch.steps, launch.total, Progress(launch.total),
-                      config.get("retries.worker-lost"), config.get("monitor.progress-refresh"), stop)
+    context = RunContext.of(launch.run.run_id, launch.backend.name, launch.tool.descriptor, launch.req.volumes,
+                            launch.req.user, launch.req.simg, launch.backend.retire_margin)
+    monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
+                      Progress(launch.total), config.get("retries.worker-lost"), config.get("monitor.progress-refresh"),
+                      stop)
     status = "interrupted"
     try:
         monitor.start()
         monitor.run_until_done()
         status = "finished"
     finally:
-        outcome.succeeded, outcome.failed = monitor.succeeded, monitor.failed
+        outcome.succeeded, outcome.failed, outcome.failures = monitor.succeeded, monitor.failed, monitor.failures
         if status != "finished":
             # Tasks still running are stopped, not orphaned; they stay without a summary (--rerun incomplete).
             monitor.cancel()
@@ -254,23 +191,28 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     return outcome
 
 
+def start_cluster(backend: Backend, run: RunDir) -> Any:
+    """The back-end's cluster; its worker jobs' logs kept with the run where the client can see them."""
+    import dask.config
+
+    dask.config.set({"distributed.scheduler.allowed-failures": config.get("scheduler.allowed-failures")})
+    keep_logs = backend.keeps_job_logs and backend.shared_filesystem
+    return backend.start(run.meta / backend.name if keep_logs else None)
+
+
 @dataclass
 class Started:
     """A validated request with its run directory: what a launch needs before its cluster exists."""
 
     planned: Planned
     run: RunDir
-    spec: ClusterSpec
 
 
 def start(req: LocalRequest) -> Started:
-    """Validate (InputError before any write), create or open the run directory, prepare the cluster spec."""
+    """Validate (InputError before any write), then create or open the run directory."""
     planned = validate(req)
-    run = planned.rerun or RunDir.create(req.provdir)
-    spec = cluster_spec(planned, run.meta / "slurm" if req.cluster == "slurm" else None)
-    if spec.kind == "slurm":
-        import_jobqueue()      # in the main thread, before the cluster starts in another one
-    return Started(planned, run, spec)
+    planned.backend.prepare()      # in the main thread, before the cluster starts in another one
+    return Started(planned, planned.rerun or RunDir.create(req.provdir))
 
 
 def run_started(started: Started, on_client: Callable[[Any], None] | None = None,
@@ -278,7 +220,7 @@ def run_started(started: Started, on_client: Callable[[Any], None] | None = None
     """Start the cluster while the run is recorded, then execute; ``stop`` set ends the launch early."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The cluster starts (workers importing Dask, or worker jobs queued) while the run is recorded.
-        starting = pool.submit(make_cluster, started.spec)
+        starting = pool.submit(start_cluster, started.planned.backend, started.run)
         try:
             launch = record(started.planned, started.run)
         except BaseException:
@@ -294,14 +236,5 @@ def run_local(req: LocalRequest) -> Outcome:
         launch = record(started.planned, started.run)
         for _ in launch.steps:
             pass
-        return Outcome(launch.run, job_script=job_script(started.spec) if started.spec.kind == "slurm" else None)
+        return Outcome(launch.run, job_script=started.planned.backend.job_script())
     return run_started(started)
-
-
-def job_script(spec: ClusterSpec) -> str:
-    """The script each SLURM worker job would run (``--setup --cluster slurm``); nothing is submitted."""
-    cluster = slurm_cluster(spec)
-    try:
-        return str(cluster.job_script())
-    finally:
-        cluster.close()

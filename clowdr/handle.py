@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from clowdr.engine import LocalRequest, Outcome, run_started, start
+from clowdr.engine import Outcome, run_started, start
+from clowdr.request import LocalRequest
 
 
 class RunHandle:
@@ -56,4 +57,5 @@ class RunHandle:
 def launch(descriptor: str, invocation: str, provdir: str, **options: Any) -> RunHandle:
     """Start ``clowdr local`` without blocking; ``options`` are those of ``clowdr.driver.local``."""
     command = ["clowdr.launch", str(descriptor), str(invocation), str(provdir)]
-    return RunHandle(LocalRequest(str(descriptor), str(invocation), str(provdir), command=command, **options))
+    return RunHandle(LocalRequest.of(dict(options, descriptor=str(descriptor), invocation=str(invocation),
+                                          provdir=str(provdir), command=command)))

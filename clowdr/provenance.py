@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from clowdr.errors import InputError
+from clowdr.protocol import Event, LogChunk, TaskSpec, Usage
 from clowdr.sampling import COLUMNS
 from clowdr.timestamps import iso
 
@@ -31,6 +32,8 @@ RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
 TASK_FILE = re.compile(r"^task-(\d+)\.json$")
 RESERVED = re.compile(r"^(task-\d+.*|run\.json|clowdr-summary\.json)$")
 LOG_KINDS = ("summary.json", "usage.csv", "stdout.txt", "stderr.txt")
+# Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
+ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
 
 
 def new_run_id() -> str:
@@ -177,6 +180,55 @@ class RunDir:
                 text = ",".join(COLUMNS) + "\n" + text
             handle.write(text)
 
+    def append_log(self, n: int, stream: str, offset: int, data: bytes) -> None:
+        """Grow a running task's stdout or stderr with the bytes a worker sent from ``offset`` (chunks come in
+        order; one already written, as after a resent message, is not written twice)."""
+        with open(self.file(n, f"{stream}.txt"), "ab") as handle:
+            end = handle.tell()
+            if offset + len(data) <= end:
+                return
+            handle.write(data[end - offset:] if offset < end else data)
+
+    def record_progress(self, event: Event) -> None:
+        """What a running task's events add to its files: usage rows and log bytes."""
+        if isinstance(event, Usage):
+            self.append_usage(event.task, event.rows)
+        elif isinstance(event, LogChunk):
+            self.append_log(event.task, event.stream, event.offset, event.data)
+
+    def write_attempt(self, n: int, record: dict[str, Any], submit_time: float | None,
+                      history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Write the usage series and the summary of a finished attempt (atomically, usage first); return the
+        summary. ``history`` says how earlier attempts of the same launch ended."""
+        record = dict(record)
+        self.write_usage(n, record.pop("usage", []))
+        summary = dict(ORIGINAL_KEYS)
+        summary.update(record)
+        summary.update(
+            submit_time=iso(submit_time) if submit_time else summary.get("start_time"),
+            stdout=str(self.file(n, "stdout.txt")), stderr=str(self.file(n, "stderr.txt")),
+            usage=str(self.file(n, "usage.csv")),
+        )
+        if history:
+            summary["previous_attempts_ended"] = list(history)
+        for name in ("stdout.txt", "stderr.txt"):
+            path = self.file(n, name)
+            if not path.exists():
+                path.touch()
+        self.write_summary(n, summary)
+        return summary
+
+    def write_lost_attempt(self, n: int, ended: dict[str, Any], submit_time: float) -> None:
+        """The summary of an attempt whose worker vanished, before the task runs again (then archived with it)."""
+        self.write_summary(n, dict(ORIGINAL_KEYS, task=n, status="failed", submit_time=iso(submit_time), **ended))
+
+    def task_spec(self, n: int, attempt: int, invocation: dict[str, Any], workdir: str | None,
+                  shared: bool) -> TaskSpec:
+        """What a worker needs to run attempt ``attempt`` of task N; on a shared filesystem it writes the
+        task's logs in place, elsewhere it streams them here."""
+        logs = (str(self.file(n, "stdout.txt")), str(self.file(n, "stderr.txt"))) if shared else None
+        return TaskSpec(n, attempt, invocation, workdir, logs)
+
     # -- attempts -------------------------------------------------------------------------------
     def next_attempt(self, n: int) -> int:
         """Move the task's current files (if any) into its attempt history; return the new attempt number."""
@@ -194,15 +246,6 @@ class RunDir:
         for kind in present:
             os.replace(self.file(n, kind), target / kind)
         return current + 1
-
-    def attempt_history(self, n: int) -> list[dict[str, Any]]:
-        """Summaries of every earlier attempt of task N, oldest first."""
-        history = self.attempts_dir(n)
-        found = []
-        for directory in sorted(history.glob("attempt-*"), key=lambda p: int(p.name.split("-")[1])):
-            summary = read_json(directory / "summary.json")
-            found.append(summary if isinstance(summary, dict) else {"attempt": int(directory.name.split("-")[1])})
-        return found
 
     # -- reading (ours or the original tool's) ----------------------------------------------------
     def tasks(self) -> list[TaskRecord]:

@@ -1,8 +1,10 @@
 """What runs on a worker: spawn the tool in its own process, sample it, collect exact figures at exit.
 
 The same function runs on every back-end. It never touches process-global state (cwd, os.environ):
-each tool gets its own working directory and environment. Progress leaves through ``emit``
-(Dask events on a cluster), and the full record is also the function's return value.
+each tool gets its own working directory and environment. Progress leaves as ``clowdr.protocol`` events
+through ``emit`` (Dask events on a cluster), and the end record is also the function's return value.
+Where the back-end shares no filesystem with the client, the task runs in scratch space of this worker and
+its stdout/stderr go to the client in bounded chunks while it runs; nothing is written to client paths.
 """
 from __future__ import annotations
 
@@ -13,19 +15,26 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from clowdr.command import CommandBuilder, ContainerOptions, Prepared, find_outputs
+from clowdr.backends import backend_class
+from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs
+from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
 from clowdr.timestamps import iso
 
 Emit = Callable[[dict[str, Any]], None]
+STREAMS = ("stdout", "stderr")
 _builders: dict[str, CommandBuilder] = {}
 # Tools running in this process: process-group id -> (docker binary, container id file) for container tools.
 # Tools run in their own sessions (so one can be stopped whole), hence nothing kills them with the worker:
 # stop_running_tools does, on interrupt (called by the client) and when this process exits.
 _running: dict[int, tuple[str, str] | None] = {}
+# `docker run` exits 125 when the engine itself failed (no daemon, no image, bad option), not the tool.
+DOCKER_ENGINE_FAILED = 125
 
 
 def stop_running_tools() -> int:
@@ -62,12 +71,11 @@ def dask_setup(worker: Any) -> None:
         pass
 
 
-def builder_for(context: dict[str, Any]) -> CommandBuilder:
-    """One CommandBuilder per run and worker process (the descriptor is parsed once, not per task)."""
-    key = context["key"]
-    if key not in _builders:
-        _builders[key] = CommandBuilder(context["descriptor"], ContainerOptions(**context["container"]))
-    return _builders[key]
+def builder_for(context: RunContext) -> CommandBuilder:
+    """One CommandBuilder per launch and worker process (the descriptor is parsed once, not per task)."""
+    if context.key not in _builders:
+        _builders[context.key] = CommandBuilder(context.descriptor, ContainerOptions(**context.container))
+    return _builders[context.key]
 
 
 def dask_emitter(topic: str) -> Emit:
@@ -87,20 +95,13 @@ def worker_name() -> str:
         return "local"
 
 
-def job_seconds_left() -> float | None:
-    """Seconds before this SLURM worker job reaches its walltime (None outside one; set by its job script)."""
-    started, walltime = os.environ.get("CLOWDR_JOB_STARTED"), os.environ.get("CLOWDR_WALLTIME_SECONDS")
-    if not started or not walltime:
-        return None
-    return float(started) + float(walltime) - time.time()
-
-
-def run_group(specs: list[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
+def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str, Any]]:
     """The Dask task: run a group of tasks one after the other on this worker."""
-    emit = dask_emitter(context["topic"])
-    left = job_seconds_left()
-    if left is not None and left < context["retire-margin"]:
-        # Too close to this SLURM job's walltime to start anything: the scheduler runs the group elsewhere
+    emit = dask_emitter(context.topic)
+    backend = backend_class(context.backend)
+    left = backend.worker_seconds_left()
+    if left is not None and context.retire_margin is not None and left < context.retire_margin:
+        # Too close to this worker job's walltime to start anything: the scheduler runs the group elsewhere
         # (a fresh worker job) and this worker leaves, instead of letting the walltime kill a task.
         from distributed import Reschedule, get_worker
 
@@ -108,55 +109,137 @@ def run_group(specs: list[dict[str, Any]], context: dict[str, Any]) -> list[dict
         worker.loop.add_callback(worker.close, reason="clowdr: too close to the job's walltime")
         raise Reschedule()
     builder = builder_for(context)
+    job_id = backend.worker_job_id()
     records = []
-    for spec in specs:
-        record = run_task(spec, builder, emit, context["sampling"])
-        emit({"kind": "end", "task": record["task"], "attempt": record["attempt"], "record": record})
+    for wire in specs:
+        spec = TaskSpec.from_wire(wire)
+        record = run_task(spec, builder, emit, context, job_id)
+        emit(Ended(spec.task, spec.attempt, record).to_wire())
         records.append(record)
     return records
 
 
-def run_task(spec: dict[str, Any], builder: CommandBuilder, emit: Emit, sampling: dict[str, float]) -> dict[str, Any]:
+def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunContext,
+             job_id: str | None = None) -> dict[str, Any]:
     """Run one task to completion and return its record (figures, command, outputs, usage samples)."""
-    task, attempt, workdir = spec["task"], spec["attempt"], spec["workdir"]
-    record: dict[str, Any] = {
-        "task": task, "attempt": attempt, "hostname": socket.gethostname(), "worker": worker_name(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "workdir": workdir,
-    }
-    os.makedirs(workdir, exist_ok=True)
+    task, attempt = spec.task, spec.attempt
+    place = Place.of(spec, context)
+    record: dict[str, Any] = {"task": task, "attempt": attempt, "hostname": socket.gethostname(),
+                              "worker": worker_name(), "backend": context.backend, "job_id": job_id,
+                              "workdir": place.workdir}
+    if not place.shared:
+        record["outputs_host"] = record["hostname"]
     wall_start = time.time()
     record.update(start_time=iso(wall_start), launchtime=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_start)))
-    emit({"kind": "start", "task": task, "attempt": attempt, "start_time": record["start_time"],
-          "hostname": record["hostname"], "worker": record["worker"], "slurm_job_id": record["slurm_job_id"]})
+    emit(Started(task, attempt, record["start_time"], record["hostname"], record["worker"], job_id).to_wire())
     try:
-        prepared = builder.prepare(spec["invocation"], workdir, _private_dir())
+        os.makedirs(place.workdir, exist_ok=True)
+        prepared = builder.prepare(spec.invocation, place.workdir, _private_dir())
+        record.update(command=prepared.command, launch_command=prepared.launch,
+                      container_image=prepared.container_image, container_engine=prepared.container_engine)
+        samples, figures = _spawn_and_measure(prepared, place, task, attempt, emit, context)
     except Exception as exc:  # the tool never started: record why, keep the run going
-        wall_end = time.time()
-        record.update(status="failed", failure="setup-error", error=f"{type(exc).__name__}: {exc}", exitcode=None,
-                      end_time=iso(wall_end), duration=0.0, realtime=0.0, usage=[], outputs=[], missing_outputs=[])
-        _touch(spec["stdout"], spec["stderr"])
+        failure = Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container else Failure.SETUP_ERROR
+        record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
+                      end_time=iso(time.time()), duration=0.0, realtime=0.0, usage=[], outputs=[],
+                      missing_outputs=[])
+        place.finish_logs(emit, task, attempt, context)
         return record
-    record.update(command=prepared.command, launch_command=prepared.launch,
-                  container_image=prepared.container_image, container_engine=prepared.container_engine)
-    samples, figures = _spawn_and_measure(prepared, spec, workdir, emit, sampling)
     record.update(figures)
-    outputs, missing = find_outputs(prepared, workdir)
-    code = record["exitcode"]
-    if record.get("signal"):
-        failure = "signal"
-    elif code != 0:
-        failure = "tool-error"
-    elif missing:
-        failure = "missing-output"
-    else:
-        failure = None
-    record.update(status="failed" if failure else "succeeded", failure=failure, outputs=outputs,
-                  missing_outputs=missing, exit_description=builder.describe_exit(code), usage=[list(s) for s in samples])
+    outputs, missing = find_outputs(prepared, place.workdir)
+    record.update(failure=_failure(record, prepared, missing), outputs=outputs, missing_outputs=missing,
+                  exit_description=builder.describe_exit(record["exitcode"]), usage=[list(s) for s in samples])
+    record["status"] = "failed" if record["failure"] else "succeeded"
     return record
 
 
-def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, emit: Emit,
-                       sampling: dict[str, float]) -> tuple[list[Sample], dict[str, Any]]:
+def _failure(record: dict[str, Any], prepared: Prepared, missing: list[str]) -> str | None:
+    """The attempt's failure class, or None when it succeeded."""
+    if record.get("signal"):
+        return str(Failure.SIGNAL)
+    if record["exitcode"] == DOCKER_ENGINE_FAILED and prepared.cidfile and not record.get("container_id"):
+        return str(Failure.CONTAINER_ERROR)     # docker failed before any container existed
+    if record["exitcode"] != 0:
+        return str(Failure.TOOL_ERROR)
+    if missing:
+        return str(Failure.MISSING_OUTPUT)
+    return None
+
+
+@dataclass
+class Place:
+    """Where a task runs and where its logs go: the shared paths it was given, or this worker's scratch."""
+
+    workdir: str
+    stdout: str
+    stderr: str
+    shared: bool
+
+    @classmethod
+    def of(cls, spec: TaskSpec, context: RunContext) -> "Place":
+        if spec.shared_logs:
+            return cls(spec.workdir or os.getcwd(), spec.shared_logs[0], spec.shared_logs[1], True)
+        base = os.path.join(context.scratch or tempfile.gettempdir(), f"clowdr-{context.run_id}",
+                            f"task-{spec.task}", f"attempt-{spec.attempt}")
+        os.makedirs(base, exist_ok=True)
+        return cls(spec.workdir or os.path.join(base, "work"), os.path.join(base, "stdout.txt"),
+                   os.path.join(base, "stderr.txt"), False)
+
+    def shipper(self, emit: Emit, task: int, attempt: int, context: RunContext) -> "LogShipper | None":
+        """Without a shared filesystem, a thread sending the logs' new bytes to the client."""
+        if self.shared:
+            return None
+        return LogShipper({"stdout": self.stdout, "stderr": self.stderr}, emit, task, attempt, context.log_chunk,
+                          context.log_interval)
+
+    def finish_logs(self, emit: Emit, task: int, attempt: int, context: RunContext) -> None:
+        """A task that never started still has (empty) logs; scratch copies are shipped, then removed."""
+        for path in (self.stdout, self.stderr):
+            open(path, "ab").close()
+        shipper = self.shipper(emit, task, attempt, context)
+        if shipper is not None:
+            shipper.finish()
+
+
+class LogShipper:
+    """Sends what a running tool appends to its log files, in chunks of at most ``chunk`` bytes, every
+    ``interval`` seconds and once more at the end; the files are removed once shipped whole."""
+
+    def __init__(self, paths: dict[str, str], emit: Emit, task: int, attempt: int, chunk: int,
+                 interval: float) -> None:
+        self.paths, self.emit, self.task, self.attempt = paths, emit, task, attempt
+        self.chunk, self.interval = max(1, int(chunk)), interval
+        self.sent = dict.fromkeys(paths, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clowdr-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._ship()
+
+    def _ship(self) -> None:
+        for stream, path in self.paths.items():
+            with open(path, "rb") as handle:
+                handle.seek(self.sent[stream])
+                while data := handle.read(self.chunk):
+                    self.emit(LogChunk(self.task, self.attempt, stream, self.sent[stream], data).to_wire())
+                    self.sent[stream] += len(data)
+
+    def finish(self) -> None:
+        """Ship everything left (the tool has exited), then remove the scratch copies."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._ship()
+        for path in self.paths.values():
+            os.remove(path)
+
+
+def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int, emit: Emit,
+                       context: RunContext) -> tuple[list[Sample], dict[str, Any]]:
     """Spawn, sample until exit, and take exact CPU time and block I/O from ``os.wait4``.
 
     Linux copies the forking process's RSS high-water mark into the child at exec, so ``ru_maxrss`` of
@@ -164,23 +247,26 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
     under GNU time, a tiny C program whose own child -- the tool -- has a clean high-water mark, and the
     peak RSS is what GNU time reports (without it, the sampled peak).
     """
+    sampling = context.sampling
     env = dict(os.environ, **prepared.env) if prepared.env else None
-    task, attempt = spec["task"], spec["attempt"]
     gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
     rss_file = os.path.join(_private_dir(), f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}.rss")
     argv: str | list[str] = prepared.launch
     if gnu_time:
         argv = [gnu_time, "-f", "%M", "-o", rss_file, "/bin/sh", "-c", prepared.launch]
-    with open(spec["stdout"], "wb") as out, open(spec["stderr"], "wb") as err:
+    with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
+        shipper = place.shipper(emit, task, attempt, context)
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, shell=not gnu_time, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, shell=not gnu_time, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, start_new_session=True)
         _running[proc.pid] = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
         target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
         sampler = Sampler(target, started,
-                          lambda rows: emit({"kind": "usage", "task": task, "attempt": attempt, "rows": [list(r) for r in rows]}),
+                          lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
                           sampling["first-interval"], sampling["max-interval"])
         sampler.start()
+        if shipper is not None:
+            shipper.start()
         try:
             _, status, rusage = os.wait4(proc.pid, 0)
         finally:
@@ -188,6 +274,8 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
             sampler.stop()
         ended = time.perf_counter()
         proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if shipper is not None:
+        shipper.finish()
     wall_end = time.time()
     realtime = ended - started
     samples = sampler.samples
@@ -203,7 +291,7 @@ def _spawn_and_measure(prepared: Prepared, spec: dict[str, Any], workdir: str, e
     }
     sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
     if prepared.cidfile:
-        figures.update(_container_figures(sampler, sampled_peak, realtime))
+        figures.update(_container_figures(sampler, prepared.cidfile, sampled_peak, realtime))
         _cleanup(prepared.cidfile, prepared.script)
         return samples, figures
     cpu = rusage.ru_utime + rusage.ru_stime
@@ -245,17 +333,22 @@ def _read_gnu_time(path: str, code: int) -> tuple[int | None, str | None, int]:
     return peak, None, code
 
 
-def _container_figures(sampler: Sampler, sampled_peak: int | None, realtime: float) -> dict[str, Any]:
-    """A container is measured through its cgroup; the docker client's own usage is not the tool's."""
+def _container_figures(sampler: Sampler, cidfile: str, sampled_peak: int | None, realtime: float) -> dict[str, Any]:
+    """A container is measured through its cgroup; the docker client's own usage is not the tool's. Its id is
+    what docker wrote to the cidfile once the container existed (none: the engine failed before that)."""
     last = sampler.last
-    target = sampler.target
+    try:
+        with open(cidfile) as handle:
+            container_id = handle.read().strip() or None
+    except OSError:
+        container_id = None
     cpu = round(last.cpu_seconds, 6) if last else None
     return {
         "cpu_time": cpu, "user_time": None, "system_time": None,
         "cpu_percent": round(cpu / realtime * 100, 1) if cpu is not None and realtime > 0 else None,
         "peak_rss": sampled_peak, "read_bytes": last.read_bytes if last else None,
         "write_bytes": last.write_bytes if last else None,
-        "container_id": getattr(target, "container_id", None), "measured": "container-cgroup",
+        "container_id": container_id, "measured": "container-cgroup",
     }
 
 
@@ -271,8 +364,3 @@ def _cleanup(*paths: str | None) -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
-
-
-def _touch(*paths: str) -> None:
-    for path in paths:
-        open(path, "ab").close()

@@ -103,5 +103,47 @@ def docker_env(docker_host: str) -> dict[str, str]:
     return {"DOCKER_HOST": docker_host}
 
 
+def _daemons(name: str, pidfile: Path) -> Any:
+    """A real scheduler started by the project's own scripts/<name>-up.sh, stopped by <name>-down.sh at the end
+    of the session if this session started it."""
+    if os.geteuid() != 0:
+        pytest.skip(f"starting {name} daemons needs root; this machine runs the tests as a normal user")
+    already = pidfile.exists()
+    done = subprocess.run(["bash", str(SCRIPTS / f"{name}-up.sh")], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/{name}-up.sh failed: {done.stderr[-2000:]}")
+    yield
+    if not already:
+        subprocess.run(["bash", str(SCRIPTS / f"{name}-down.sh")], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Any:
+    """A real single-node SLURM on 127.0.0.1 (munge, slurmctld, slurmd)."""
+    yield from _daemons("slurm", Path("/var/lib/clowdr-test-slurm/pid/slurmctld.pid"))
+
+
+@pytest.fixture(scope="session")
+def sge() -> Any:
+    """A real single-node Son of Grid Engine on 127.0.0.1 (sge_qmaster, sge_execd)."""
+    yield from _daemons("sge", Path("/var/lib/clowdr-test-sge/pid/sge_qmaster.pid"))
+
+
+#: Everything on loopback: the scheduler and the workers of a batch back-end talk over lo only.
+LOOPBACK = {"DASK_JOBQUEUE__SLURM__INTERFACE": "lo", "DASK_JOBQUEUE__SGE__INTERFACE": "lo"}
+
+
+HIDE = Path(__file__).resolve().parent / "preloads" / "hide_path.py"
+
+
+def hidden_from_workers(provdir: Path, scratch: Path) -> dict[str, str]:
+    """Environment for a local run whose workers share no filesystem with the client and cannot see PROVDIR
+    (each worker mounts an empty tmpfs over it in its own mount namespace; their scratch space is SCRATCH)."""
+    if os.geteuid() != 0:
+        pytest.skip("hiding the provenance directory from workers needs a mount namespace (root)")
+    return {"DASK_CLOWDR__LOCAL__SHARED_FILESYSTEM": "false", "DASK_CLOWDR__WORKER__SCRATCH": str(scratch),
+            "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(HIDE)]), "CLOWDR_TEST_HIDDEN": str(provdir)}
+
+
 def have(command: str) -> bool:
     return shutil.which(command) is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import textwrap
 from pathlib import Path
@@ -367,6 +368,15 @@ def test_clusterargs_pair_without_colon(refused, provdir, value, pair):
     assert re.search(rf"['\"]{re.escape(pair)}['\"]", line), line
 
 
+@pytest.mark.parametrize("scheduler, command", [("lsf", "bsub"), ("htcondor", "condor_submit")])
+def test_a_scheduler_that_cannot_be_reached_from_here_is_refused(refused, provdir, scheduler, command):
+    """Without its submit command, dask-jobqueue would retry forever; --setup still shows the job script."""
+    if shutil.which(command):
+        pytest.skip(f"{command} is installed here: the scheduler may well be reachable")
+    line = refused("local", ECHO, HELLO, provdir, "-c", scheduler, mentions=[("--cluster", "-c")])
+    assert command in line
+
+
 # -- usage errors (argparse) -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, mention", [
@@ -375,7 +385,7 @@ def test_clusterargs_pair_without_colon(refused, provdir, value, pair):
     (["local"], "descriptor"),
     (["local", ECHO, HELLO, "PROVDIR", "-g", "two"], ("--groupby", "-g")),
     (["local", ECHO, HELLO, "PROVDIR", "-R", "some"], ("--rerun", "-R")),
-    (["local", ECHO, HELLO, "PROVDIR", "-c", "pbs"], ("--cluster", "-c")),
+    (["local", ECHO, HELLO, "PROVDIR", "-c", "moab"], ("--cluster", "-c")),
     (["launch", ECHO, HELLO, "PROVDIR"], "launch"),
 ], ids=["unknown-option", "missing-provdir", "missing-everything", "groupby-not-int", "bad-rerun-choice",
         "bad-cluster-choice", "unknown-mode"])

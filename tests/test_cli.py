@@ -101,13 +101,13 @@ def test_local_everything_at_once_in_short_forms():
 
 
 @pytest.mark.parametrize("argv, option", [
-    (["-c", "pbs"], "--cluster"),
+    (["-c", "moab"], "--cluster"),
     (["--cluster", "local"], "--cluster"),
     (["-R", "some"], "--rerun"),
     (["--rerun", "ALL"], "--rerun"),
     (["-g", "two"], "--groupby"),
     (["-g", "1.5"], "--groupby"),
-], ids=["cluster-pbs", "cluster-local", "rerun-some", "rerun-ALL", "groupby-word", "groupby-float"])
+], ids=["cluster-moab", "cluster-local", "rerun-some", "rerun-ALL", "groupby-word", "groupby-float"])
 def test_local_choices_and_types_are_enforced(capsys, argv, option):
     err = refused(capsys, "local", *LOCAL_POSITIONALS, *argv)
     assert option in err and len(err.splitlines()) == 1, err

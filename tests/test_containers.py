@@ -266,7 +266,7 @@ def test_singularity_with_simg(clowdr, provdir, invocations, docker_host, tmp_pa
 
 # -- 8. no container engine -------------------------------------------------------------------------
 
-def test_no_container_engine_is_a_setup_error(clowdr, provdir, invocations, tmp_path):
+def test_no_container_engine_is_a_container_error(clowdr, provdir, invocations, tmp_path):
     folder = invocations({"a.json": {"message": "a"}, "b.json": {"message": "b"}, "c.json": {"message": "c"}})
     env = {"PATH": path_without_engines(), "DASK_CLOWDR__CONTAINER__DOCKER": "/nonexistent/docker"}
     result = clowdr("local", DOCKER_TOOL, folder, provdir, env=env)
@@ -274,12 +274,32 @@ def test_no_container_engine_is_a_setup_error(clowdr, provdir, invocations, tmp_
     summaries = result.summaries()
     assert sorted(summaries) == [0, 1, 2], "every task is attempted and recorded"
     for n, summary in summaries.items():
-        assert summary["status"] == "failed" and summary["failure"] == "setup-error", summary
+        assert summary["status"] == "failed" and summary["failure"] == "container-error", summary
         assert "Could not find any container engine" in summary["error"]
         assert summary["exitcode"] is None
         assert (result.meta / f"task-{n}-stdout.txt").is_file() and (result.meta / f"task-{n}-stderr.txt").is_file()
     run = json.loads((result.meta / "run.json").read_text())
     assert run["launches"][-1]["status"] == "finished" and run["launches"][-1]["failed"] == 3
+
+
+def test_an_image_the_engine_cannot_find_is_a_container_error(clowdr, provdir, invocations, docker_env, tmp_path):
+    """docker run exits 125 before any container exists: the engine failed, not the tool."""
+    descriptor = derived(tmp_path, "no-image", "echo [MESSAGE] > [OUT]; cat [INFILE] [MIB] [SECONDS]",
+                         **{"container-image": {"type": "docker", "image": "localhost/no-such-image:1"}})
+    result = clowdr("local", descriptor, invocations({"a.json": {"message": "a"}}), provdir,
+                    env={**docker_env, "DASK_CLOWDR__CONTAINER__PULL": "never"})
+    assert result.returncode == 1, result.stderr
+    summary = result.summary(0)
+    assert (summary["failure"], summary["exitcode"], summary["container_id"]) == ("container-error", 125, None)
+    assert "no-such-image" in (result.meta / "task-0-stderr.txt").read_text()
+    assert "container-error: 1" in result.stderr                   # the terminal summary counts it
+
+
+def test_a_tool_exiting_125_in_its_container_is_a_tool_error(clowdr, provdir, invocations, docker_env, tmp_path):
+    descriptor = derived(tmp_path, "exit-125", "echo [MESSAGE] > [OUT]; echo [INFILE] [MIB] [SECONDS]; exit 125")
+    result = clowdr("local", descriptor, invocations({"a.json": {"message": "a"}}), provdir, env=docker_env)
+    summary = result.summary(0)
+    assert (summary["failure"], summary["exitcode"]) == ("tool-error", 125) and summary["container_id"]
 
 
 def test_missing_file_input_fails_only_its_task(clowdr, provdir, invocations, docker_env, tmp_path):

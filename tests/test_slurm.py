@@ -7,27 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import DATA, EXAMPLES, SCRIPTS, write_json
-
-STATE = Path("/var/lib/clowdr-test-slurm/pid")
-# Everything on loopback: the scheduler and the workers talk over lo only.
-LOOPBACK = {"DASK_CLOWDR__SLURM__INTERFACE": "lo"}
-
-
-@pytest.fixture(scope="session")
-def slurm() -> None:
-    """A real SLURM started by the project's own script, stopped at the end if this session started it."""
-    if os.geteuid() != 0:
-        pytest.skip("starting SLURM daemons needs root; this machine runs the tests as a normal user")
-    already = (STATE / "slurmctld.pid").exists()
-    done = subprocess.run(["bash", str(SCRIPTS / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        pytest.fail(f"scripts/slurm-up.sh failed: {done.stderr[-2000:]}")
-    yield
-    if not already:
-        subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh")], capture_output=True, timeout=120)
+from conftest import DATA, EXAMPLES, LOOPBACK, write_json
 
 
 def scontrol(job_id: str) -> dict[str, str]:
@@ -42,7 +22,7 @@ def test_tasks_run_on_several_worker_jobs(slurm, clowdr, provdir, invocations):
     assert result.returncode == 0, result.stderr
     summaries = result.summaries()
     assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
-    jobs = {s["slurm_job_id"] for s in summaries.values()}
+    jobs = {s["job_id"] for s in summaries.values()}
     assert None not in jobs and len(jobs) >= 2                       # several worker jobs shared the work
     run = json.loads((result.meta / "run.json").read_text())
     assert run["cluster"] == "slurm"
@@ -55,7 +35,7 @@ def test_clusterargs_and_jobname_reach_the_scheduler(slurm, clowdr, provdir, tmp
                     "-a", "time:0:30,mem:300,account:clowdrtest,partition:short,comment:from-clowdr",
                     env=LOOPBACK, timeout=240)
     assert result.returncode == 0, result.stderr
-    job = scontrol(result.summary(0)["slurm_job_id"])
+    job = scontrol(result.summary(0)["job_id"])
     assert job["JobName"] == "clowdr-e2e"
     assert job["TimeLimit"] == "00:30:00"                             # time:0:30 is thirty minutes
     assert job["MinMemoryNode"] == "300M"
@@ -69,7 +49,7 @@ def test_setup_prints_the_job_script_and_submits_nothing(slurm, clowdr, provdir)
                     "slurm", "-a", "time:4:00,mem:2048,qos:normal", "-n", "named", env=LOOPBACK)
     assert result.returncode == 0, result.stderr
     script = result.stdout
-    for line in ("#SBATCH -J named", "#SBATCH -t 4:00:00", "#SBATCH --mem=2048M", "#SBATCH --qos=normal",
+    for line in ("#SBATCH -J named", "#SBATCH -t 04:00:00", "#SBATCH --mem=2048M", "#SBATCH --qos=normal",
                  "--preload clowdr.worker"):
         assert line in script, line
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
@@ -112,12 +92,12 @@ def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, pro
     meta = Path(stdout.strip().splitlines()[-1])
     summary = json.loads((meta / "task-0-summary.json").read_text())
     assert summary["attempt"] == 2 and summary["status"] == "succeeded"
-    assert summary["slurm_job_id"] != first_job
+    assert summary["job_id"] != first_job
     ended = summary["previous_attempts_ended"][0]
-    assert ended["slurm_job_id"] == first_job and ended["failure"] == "worker-lost"
+    assert ended["job_id"] == first_job and ended["failure"] == "worker-lost"
     assert "CANCELLED" in ended["error"]
     archived = json.loads((meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
-    assert archived["failure"] == "worker-lost" and archived["slurm_job_id"] == first_job
+    assert archived["failure"] == "worker-lost" and archived["job_id"] == first_job
 
 
 def test_bad_clusterargs_are_refused_before_anything_runs(clowdr, provdir, tmp_path):
@@ -147,8 +127,8 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clo
     assert result.returncode == 0, result.stderr
     summaries = result.summaries().values()
     assert all(s["status"] == "succeeded" and s["attempt"] == 1 for s in summaries)
-    assert len({s["slurm_job_id"] for s in summaries}) >= 2
-    for job in {s["slurm_job_id"] for s in summaries}:
+    assert len({s["job_id"] for s in summaries}) >= 2
+    for job in {s["job_id"] for s in summaries}:
         assert scontrol(job).get("JobState") != "TIMEOUT"
 
 
@@ -160,5 +140,15 @@ def test_a_walltime_kill_is_recorded_as_walltime(slurm, clowdr, provdir, tmp_pat
     assert result.returncode == 1, result.stderr
     summary = result.summary(0)
     assert summary["status"] == "failed" and summary["failure"] == "walltime", summary
-    assert "time limit" in summary["error"] and summary["slurm_job_id"]
-    assert scontrol(summary["slurm_job_id"])["JobState"] == "TIMEOUT"
+    assert "time limit" in summary["error"] and summary["job_id"]
+    assert scontrol(summary["job_id"])["JobState"] == "TIMEOUT"
+
+
+def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(slurm, clowdr, provdir, tmp_path):
+    """dask-jobqueue alone retries a refused submission forever; clowdr records the task and ends."""
+    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 0}), provdir,
+                    "-c", "slurm", "-a", "partition:nosuch", env=LOOPBACK, timeout=120)
+    assert result.returncode == 1, result.stderr
+    summary = result.summary(0)
+    assert summary["failure"] == "submit-error" and "invalid partition" in summary["error"].lower(), summary
+    assert "submit-error: 1" in result.stderr

@@ -39,6 +39,27 @@ def websocket_origins(host: str, port: int) -> list[str]:
     return sorted(f"{name}:{port}" for name in names)
 
 
+def share(provdir: str, host: str = "127.0.0.1", port: int = 0, debug: bool = False, show: bool = False,
+          export: str | None = None, announce: Callable[[str], None] | None = None) -> int:
+    """``clowdr share``: serve the dashboard of PROVDIR until interrupted, or with ``export`` write it as one file.
+
+    A bad PROVDIR or export location raises ``clowdr.errors.InputError``; no dashboard stack, NotAvailableError.
+    """
+    from clowdr.errors import InputError, NotAvailableError
+
+    try:
+        import panel  # noqa: F401  (the dashboard's one optional dependency)
+    except ImportError as exc:
+        raise NotAvailableError(f"clowdr share needs the dashboard packages (pip install panel): {exc}") from None
+    if export:
+        if not Path(export).parent.is_dir():
+            raise InputError(str(export), "the directory to export into does not exist")
+        export_html(provdir, export)
+        return 0
+    serve(provdir, host=host or "127.0.0.1", port=int(port or 0), debug=debug, show=show, announce=announce)
+    return 0
+
+
 def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bool = False, show: bool = False,
           period_ms: int | None = None, announce: Callable[[str], None] | None = None) -> None:
     """Serve the dashboard of PROVDIR until interrupted; ``announce`` is told the URL once it is known.
@@ -75,7 +96,7 @@ def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bo
         server.stop()
 
 
-def export(provdir: str | Path, path: str | Path, usage_tasks: int = EXPORT_USAGE_TASKS) -> Path:
+def export_html(provdir: str | Path, path: str | Path, usage_tasks: int = EXPORT_USAGE_TASKS) -> Path:
     """Write the dashboard of PROVDIR as ONE HTML file with every script and style inlined; return its path.
 
     A static file has no Python behind it: the table sorts and filters in the page, and the usage plots and

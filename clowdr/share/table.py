@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clowdr.errors import InputError
+from clowdr.protocol import Failure
 
 if TYPE_CHECKING:
     import pandas
@@ -35,12 +36,12 @@ COLUMNS = (
     "run_id", "task", "status", "exitcode", "failure", "attempt", "attempts",
     "submit_time", "start_time", "end_time", "queue_wait", "duration",
     "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem", "read_bytes", "write_bytes",
-    "hostname", "worker", "slurm_job_id", "command", "container_image", "exit_description", "error", "signal",
+    "hostname", "worker", "backend", "job_id", "command", "container_image", "exit_description", "error", "signal",
     "tool", "format", "meta",
 )
 #: Summary keys copied as they are (the other columns are derived).
 COPIED = ("exitcode", "failure", "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem",
-          "read_bytes", "write_bytes", "hostname", "worker", "slurm_job_id", "command", "container_image",
+          "read_bytes", "write_bytes", "hostname", "worker", "backend", "job_id", "command", "container_image",
           "exit_description", "error", "signal")
 NUMERIC = ("cpu_time", "user_time", "system_time", "cpu_percent", "duration")
 INTEGER = ("exitcode", "attempt", "attempts", "peak_rss", "peak_vmem", "read_bytes", "write_bytes")
@@ -260,6 +261,8 @@ def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float 
         row: dict[str, Any] = {"run_id": run_id, "task": n, "status": status, "format": fmt, "meta": base}
         for key in COPIED:
             row[key] = s.get(key)
+        if status == "failed" and not row["failure"] and isinstance(row["exitcode"], int):
+            row["failure"] = str(Failure.TOOL_ERROR)      # the original tool's summaries name no class
         attempt = s.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool):
             attempt = (archived[-1] if archived else 0) + 1

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clowdr.protocol import Failure
+
 if TYPE_CHECKING:
     import pandas
     from bokeh.models import ColumnDataSource
@@ -98,8 +100,9 @@ def overview(frame: pandas.DataFrame) -> dict[str, Any]:
     import pandas as pd
 
     statuses = {name: int(count) for name, count in frame["status"].value_counts().items()}
-    failures = {str(name): int(count) for name, count in
-                frame.loc[frame["status"] == "failed", "failure"].fillna("unknown").value_counts().items()}
+    counted = frame.loc[frame["status"] == "failed", "failure"].fillna("unknown").value_counts()
+    order = {str(failure): rank for rank, failure in enumerate(Failure)}     # the classes in their own order
+    failures = {str(name): int(counted[name]) for name in sorted(counted.index, key=lambda k: (order.get(k, 99), k))}
     begins = pd.concat([frame["submit_time"], frame["start_time"]]).dropna()
     # Known times only: a run that died with tasks "running" must not show a wall time that grows forever.
     ends = pd.concat([frame["end_time"], frame["start_time"]]).dropna()
@@ -123,7 +126,7 @@ def seconds_text(seconds: float) -> str:
 def overview_html(stats: dict[str, Any], title: str) -> str:
     """The overview's numbers as escaped HTML (run ids and failure classes come from files)."""
     status_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(stats["statuses"].items())) or "none yet"
-    failure_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(stats["failures"].items())) or "none"
+    failure_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in stats["failures"].items()) or "none"
     cells = [("tasks", str(stats["tasks"])), ("runs", str(stats["runs"])), ("by status", status_text),
              ("failures by class", failure_text), ("total CPU time", seconds_text(stats["cpu_time"])),
              ("wall time", seconds_text(stats["wall_time"]) + (" so far" if stats["statuses"].get("running") else ""))]
@@ -138,9 +141,8 @@ def status_figure(stats: dict[str, Any]) -> Figure:
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
 
-    labels = [f"status: {k}" for k in sorted(stats["statuses"])] + [f"failure: {k}" for k in sorted(stats["failures"])]
-    counts = [stats["statuses"][k] for k in sorted(stats["statuses"])] + [
-        stats["failures"][k] for k in sorted(stats["failures"])]
+    labels = [f"status: {k}" for k in sorted(stats["statuses"])] + [f"failure: {k}" for k in stats["failures"]]
+    counts = [stats["statuses"][k] for k in sorted(stats["statuses"])] + list(stats["failures"].values())
     colors = [STATUS_COLORS.get(k, OTHER_COLOR) for k in sorted(stats["statuses"])] + ["#ff9896"] * len(
         stats["failures"])
     source = ColumnDataSource({"label": labels, "count": counts, "color": colors})
@@ -240,16 +242,6 @@ def series_data(frame: pandas.DataFrame, rows: Sequence[int],
         io["read_label"].append(f"{key} read")
         io["write_label"].append(f"{key} write")
     return usage, io
-
-
-def usage_data(frame: pandas.DataFrame, rows: Sequence[int], max_points: int = USAGE_POINTS) -> dict[str, list[Any]]:
-    """CPU and RAM series of the given table rows, seconds since each task started, for overlaid lines."""
-    return series_data(frame, rows, max_points)[0]
-
-
-def io_data(frame: pandas.DataFrame, rows: Sequence[int], max_points: int = USAGE_POINTS) -> dict[str, list[Any]]:
-    """Cumulative MiB read and written by the given table rows (only tasks whose usage records I/O)."""
-    return series_data(frame, rows, max_points)[1]
 
 
 def _series_figure(title: str, x_range: Any = None) -> Figure:
@@ -409,7 +401,7 @@ def log_html(text: str, truncated: bool, stream: str) -> str:
 
 
 ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "failure", "start_time", "end_time", "realtime", "hostname",
-                  "worker", "slurm_job_id", "error")
+                  "worker", "backend", "job_id", "error")
 
 
 def attempts_table(attempts: list[dict[str, Any]]) -> pandas.DataFrame:

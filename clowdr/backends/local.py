@@ -1,0 +1,46 @@
+"""The default back-end: a Dask LocalCluster on this machine, one single-threaded worker process per core."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from clowdr.backends.base import Backend
+
+
+def quiet_dask() -> None:
+    """Dask's INFO chatter would drown clowdr's own messages (imported first: it resets its loggers)."""
+    import distributed  # noqa: F401
+
+    for name in ("distributed", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def worker_preloads() -> list[str]:
+    """The user's own worker preloads (``distributed.worker.preload``), then clowdr's."""
+    import dask.config
+
+    return [*(dask.config.get("distributed.worker.preload") or []), "clowdr.worker"]
+
+
+class LocalBackend(Backend):
+    """Tools run on this machine. ``local.shared-filesystem: false`` makes it behave as a back-end whose workers
+    cannot see the client's files (tasks in worker scratch space, logs streamed back)."""
+
+    name = "local"
+
+    def start(self, log_directory: Path | None = None) -> Any:
+        from distributed import LocalCluster
+
+        quiet_dask()
+        return LocalCluster(
+            n_workers=self.setting("n-workers") or os.cpu_count() or 1,
+            threads_per_worker=self.setting("threads-per-worker"),
+            processes=True,
+            memory_limit=self.setting("memory-limit"),
+            host=self.setting("host"),
+            dashboard_address=self.setting("dashboard-address"),
+            silence_logs=logging.ERROR,
+            preload=worker_preloads(),
+        )

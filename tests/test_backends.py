@@ -1,0 +1,88 @@
+"""The same run on every back-end that can run here: the records come out complete and of the same shape.
+
+Back-ends: the local one (shared filesystem, and without one, its workers unable to see the provenance
+directory), SLURM and Grid Engine (real daemons on 127.0.0.1), each batch one also with
+``shared-filesystem: false``. PBS, LSF and HTCondor have no daemon here: tests/test_job_scripts.py checks their
+job scripts.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import LOOPBACK, Result, hidden_from_workers, run_clowdr, write_json
+
+TOOL = {
+    "name": "outcomes", "tool-version": "1", "schema-version": "0.5", "description": "succeeds, fails, forgets",
+    "command-line": "echo out-[NAME]; echo err-[NAME] >&2; sleep 0.4; [ '[NAME]' = forget ] || echo [NAME] > out.txt; "
+                    "exit [CODE]",
+    "inputs": [{"id": "name", "name": "name", "type": "String", "value-key": "[NAME]"},
+               {"id": "code", "name": "code", "type": "Number", "integer": True, "value-key": "[CODE]"}],
+    "output-files": [{"id": "out", "name": "out", "path-template": "out.txt"}],
+}
+TASKS = {"a-ok.json": {"name": "ok", "code": 0}, "b-fails.json": {"name": "fails", "code": 3},
+         "c-forget.json": {"name": "forget", "code": 0}}
+EXPECTED = {0: ("succeeded", None, 0), 1: ("failed", "tool-error", 3), 2: ("failed", "missing-output", 0)}
+BACKENDS = ["local", "local-no-shared", "slurm", "slurm-no-shared", "sge", "sge-no-shared"]
+
+
+def launch(tmp_path: Path, backend: str, request: Any) -> tuple[Result, Path]:
+    name, _, mode = backend.partition("-")
+    env = dict(LOOPBACK)
+    args: list[str] = []
+    if name != "local":
+        request.getfixturevalue(name)                       # the scheduler's daemons, started by our scripts
+        args = ["-c", name]
+    provdir = tmp_path / "prov"
+    provdir.mkdir()
+    if mode == "no-shared" and name == "local":
+        env.update(hidden_from_workers(provdir, tmp_path / "scratch"))
+    elif mode == "no-shared":
+        env.update({f"DASK_CLOWDR__{name.upper()}__SHARED_FILESYSTEM": "false",
+                    "DASK_CLOWDR__WORKER__SCRATCH": str(tmp_path / "scratch"),
+                    # job logs where dask-jobqueue's own setting says (the client's run is not theirs to write)
+                    f"DASK_JOBQUEUE__{name.upper()}__LOG_DIRECTORY": str(tmp_path / "job-logs")})
+    descriptor = write_json(tmp_path / "outcomes.json", TOOL)
+    directory = tmp_path / "invocations"
+    for file_name, invocation in TASKS.items():
+        write_json(directory / file_name, invocation)
+    return run_clowdr("local", descriptor, directory, provdir, *args, env=env, timeout=300), provdir
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, set[str]]:
+    """The summary keys of the same run on the default back-end."""
+    result, _ = launch(tmp_path_factory.mktemp("reference"), "local", None)
+    assert result.returncode == 1, result.stderr
+    return {n: set(summary) for n, summary in result.summaries().items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_same_run_gives_the_same_records_on_every_backend(backend, tmp_path, request, reference):
+    result, provdir = launch(tmp_path, backend, request)
+    assert result.returncode == 1, result.stderr                 # one task fails on purpose
+    name, _, mode = backend.partition("-")
+    summaries = result.summaries()
+    assert sorted(summaries) == [0, 1, 2]
+    for n, (status, failure, code) in EXPECTED.items():
+        summary = summaries[n]
+        assert (summary["status"], summary["failure"], summary["exitcode"]) == (status, failure, code), summary
+        assert summary["backend"] == name
+        assert (summary["job_id"] is None) == (name == "local")
+        extra = {"outputs_host"} if mode == "no-shared" else set()
+        assert set(summary) == reference[n] | extra
+        word = TASKS[sorted(TASKS)[n]]["name"]
+        assert (result.meta / f"task-{n}-stdout.txt").read_text() == f"out-{word}\n"
+        assert (result.meta / f"task-{n}-stderr.txt").read_text() == f"err-{word}\n"
+        with open(result.meta / f"task-{n}-usage.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == summary["samples"]
+    assert Path(summaries[0]["outputs"][0]).read_text() == "ok\n"
+    if mode == "no-shared":
+        assert summaries[0]["workdir"].startswith(str(tmp_path / "scratch"))
+        assert not (provdir / result.meta.parent.name / "work").exists()
+        assert not (result.meta / name).exists()
+        assert name == "local" or list((tmp_path / "job-logs").iterdir())
