@@ -107,11 +107,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="clowdr-bench-", dir=base) as tmp:
             create = create_cost_us(base)
             xargs_ms = run_xargs(Path(tmp), args.n, cores)
+            # this tree and the compared one alternate which goes first (a machine's pace drifts within a run)
+            compared_ms = float("nan")
+            if args.compare and rep % 2:
+                compared_ms = run_clowdr(Path(tmp) / "compared", args.n, env={"PYTHONPATH": args.compare})[0]
             steady_ms, whole_ms, startup = run_clowdr(Path(tmp) / "shared", args.n)
             apart_ms = run_clowdr(Path(tmp) / "apart", args.n, env={
                 "DASK_CLOWDR__LOCAL__SHARED_FILESYSTEM": "false", "DASK_CLOWDR__WORKER__SCRATCH": f"{tmp}/scratch"})[0]
-            compared_ms = run_clowdr(Path(tmp) / "compared", args.n, env={"PYTHONPATH": args.compare})[0] \
-                if args.compare else float("nan")
+            if args.compare and not rep % 2:
+                compared_ms = run_clowdr(Path(tmp) / "compared", args.n, env={"PYTHONPATH": args.compare})[0]
         rows.append((create, xargs_ms, steady_ms, whole_ms, startup, apart_ms, compared_ms))
         print(f"{rep:>3} {create:>9.0f} {xargs_ms:>13.2f} {steady_ms:>14.2f} {steady_ms / xargs_ms:>6.1f} "
               f"{whole_ms:>20.2f} {startup:>10.2f} {apart_ms:>17.2f} {apart_ms / steady_ms:>6.2f}"

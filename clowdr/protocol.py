@@ -8,7 +8,7 @@ streams the logs back as ``LogChunk`` events, and only the client writes the pro
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -74,7 +74,8 @@ class TaskSpec:
     shared_logs: tuple[str, str] | None = None  # stdout, stderr files the worker may write (shared filesystem)
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"task": self.task, "attempt": self.attempt, "invocation": self.invocation, "workdir": self.workdir,
+                "shared_logs": self.shared_logs}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "TaskSpec":
@@ -92,7 +93,7 @@ class Event:
     attempt: int
 
     def to_wire(self) -> dict[str, Any]:
-        return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"kind": self.kind, **self.__dict__}
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,11 @@ class Ended(Event):
 
 
 EVENTS: dict[str, type[Event]] = {cls.kind: cls for cls in (Started, Usage, LogChunk, Ended)}
+_FIELDS = {kind: frozenset(f.name for f in fields(cls)) for kind, cls in EVENTS.items()}
 
 
 def event_from_wire(data: dict[str, Any]) -> Event:
-    """The typed event behind a wire dict (unknown keys are ignored: an older worker may send fewer)."""
-    cls = EVENTS[data["kind"]]
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+    """The typed event behind a wire dict (keys it does not know, as from a newer worker, are ignored)."""
+    kind = data["kind"]
+    known = _FIELDS[kind]
+    return EVENTS[kind](**{k: v for k, v in data.items() if k in known})
