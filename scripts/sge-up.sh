@@ -12,6 +12,7 @@ set -euo pipefail
 exec </dev/null
 
 . "$(dirname "$0")/sge-common.sh"   # STATE, SGE_ROOT/SGE_CELL, pid file variables, alive, stop
+. "$(dirname "$0")/daemon-packages.sh"   # install_daemon_packages
 COMMON=$SGE_ROOT/$SGE_CELL/common
 QSPOOL=/var/spool/gridengine/qmaster
 ESPOOL=/var/spool/gridengine/execd
@@ -42,35 +43,14 @@ getent hosts "$H" >/dev/null || { log "adding $H to /etc/hosts"; echo "127.0.0.1
 H=$(getent hosts "$H" | awk '{print $2; exit}')
 
 # --- packages: only touch apt when something is actually missing ------------------
-missing=()
-for p in gridengine-master gridengine-exec gridengine-client; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
-    # Let the packages create the cell (spool, default configuration, complexes) for
-    # this host, without asking.
-    debconf-set-selections <<EOF
+# Let the packages create the cell (spool, default configuration, complexes) for this
+# host, without asking.
+debconf-set-selections <<EOF
 gridengine-common shared/gridengineconfig boolean true
 gridengine-common shared/gridenginecell string $SGE_CELL
 gridengine-common shared/gridenginemaster string $H
 EOF
-    # postinst would start the packaged daemons (with pid files in /run that we do not
-    # track); a policy-rc.d that says "no" prevents it, if none exists.
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made_policy=1
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    # Lock::Timeout: wait for another apt/dpkg (a parallel set-up script) to finish.
-    apt-get -o DPkg::Lock::Timeout=300 update >&2 || die "apt-get update failed"
-    apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}" >&2 \
-        || die "apt-get install ${missing[*]} failed"
-    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
-fi
+install_daemon_packages gridengine-master gridengine-exec gridengine-client
 # Packages installed earlier without debconf's "configure automatically": do what their
 # postinst would have done (init_cluster skips a spool that exists).
 if [ ! -s "$COMMON/bootstrap" ]; then

@@ -86,3 +86,18 @@ def test_the_same_run_gives_the_same_records_on_every_backend(backend, tmp_path,
         assert not (provdir / result.meta.parent.name / "work").exists()
         assert not (result.meta / name).exists()
         assert name == "local" or list((tmp_path / "job-logs").iterdir())
+
+
+@pytest.mark.parametrize("scheduler, refused, says", [("slurm", "partition:nosuch", "invalid partition"),
+                                                     ("sge", "queue:nosuch.q", "unknown queue")])
+def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(scheduler, refused, says, request, clowdr, provdir,
+                                                             invocations):
+    """dask-jobqueue alone does not submit a refused job again, and the launch would wait forever."""
+    request.getfixturevalue(scheduler)
+    directory = invocations({f"i{n}.json": {"name": f"t{n}", "code": 0} for n in range(2)})
+    result = clowdr("local", write_json(directory.parent / "outcomes.json", TOOL), directory, provdir,
+                    "-c", scheduler, "-a", refused, env=LOOPBACK, timeout=120)
+    assert result.returncode == 1, result.stderr
+    for summary in result.summaries().values():
+        assert summary["failure"] == "submit-error" and says in summary["error"].lower(), summary
+    assert result.stderr.splitlines()[-1] == "clowdr local: 2 of 2 task(s) failed (submit-error: 2)"

@@ -170,7 +170,8 @@ def test_workdir_is_shared_by_every_task(clowdr, provdir, tmp_path, invocations)
 
 
 def test_tasks_run_in_parallel_on_the_local_cluster(clowdr, provdir, invocations):
-    directory = invocations({f"i{n}.json": {"seconds": 1} for n in range(2)})
+    # long enough that a busy machine's start-up latency cannot keep the two from overlapping
+    directory = invocations({f"i{n}.json": {"seconds": 2.5} for n in range(2)})
     result = clowdr("local", DATA / "sleep.json", directory, provdir)
     assert result.returncode == 0, result.stderr
     a, b = result.summaries()[0], result.summaries()[1]

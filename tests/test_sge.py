@@ -129,13 +129,3 @@ def test_a_walltime_kill_is_recorded_as_walltime(sge, clowdr, provdir, tmp_path)
     assert "time limit" in summary["error"] and summary["job_id"]
     assert qacct(summary["job_id"])["failed"].startswith("37")
 
-
-def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(sge, clowdr, provdir, invocations):
-    """dask-jobqueue alone retries a refused submission forever; clowdr records the tasks and ends."""
-    directory = invocations({f"i{n}.json": {"seconds": 0} for n in range(2)})
-    result = clowdr("local", DATA / "sleep.json", directory, provdir, "-c", "sge", "-a", "queue:nosuch.q",
-                    env=LOOPBACK, timeout=120)
-    assert result.returncode == 1, result.stderr
-    for summary in result.summaries().values():
-        assert summary["failure"] == "submit-error" and "nosuch.q" in summary["error"], summary
-    assert "submit-error: 2" in result.stderr

@@ -143,12 +143,3 @@ def test_a_walltime_kill_is_recorded_as_walltime(slurm, clowdr, provdir, tmp_pat
     assert "time limit" in summary["error"] and summary["job_id"]
     assert scontrol(summary["job_id"])["JobState"] == "TIMEOUT"
 
-
-def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(slurm, clowdr, provdir, tmp_path):
-    """dask-jobqueue alone retries a refused submission forever; clowdr records the task and ends."""
-    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 0}), provdir,
-                    "-c", "slurm", "-a", "partition:nosuch", env=LOOPBACK, timeout=120)
-    assert result.returncode == 1, result.stderr
-    summary = result.summary(0)
-    assert summary["failure"] == "submit-error" and "invalid partition" in summary["error"].lower(), summary
-    assert "submit-error: 1" in result.stderr
