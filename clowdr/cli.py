@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from clowdr import __version__
@@ -94,8 +95,17 @@ def _options(args: argparse.Namespace, *leave: str) -> dict[str, object]:
 
 def _run_local(args: argparse.Namespace) -> int:
     from clowdr.engine import run_local
+    from clowdr.errors import LaunchStopped
+    from clowdr.stopping import stop_on_signals
 
-    outcome = run_local(LocalRequest.of(_options(args)))
+    request = LocalRequest.of(_options(args))
+    try:
+        outcome = run_local(request, stop_on_signals())
+    except LaunchStopped as stopped:
+        print(_stopped_line(request, stopped), file=sys.stderr)
+        if stopped.run_id:
+            print(Path(request.provdir).resolve() / stopped.run_id / "clowdr")
+        return stopped.exit_status
     if outcome.job_script:
         print(outcome.job_script)
     if outcome.failed:
@@ -104,6 +114,21 @@ def _run_local(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(outcome.run.meta)
     return outcome.exit_status
+
+
+def _stopped_line(request: LocalRequest, stopped: Exception) -> str:
+    """One line: what stopped the launch, the run, and the command that runs what is left."""
+    import shlex
+    import signal
+
+    number = getattr(stopped, "signal_number", None)
+    run_id = getattr(stopped, "run_id", "")
+    by = f" by {signal.Signals(number).name}" if number else ""
+    if not run_id:
+        return f"clowdr: interrupted{by} before anything was written"
+    again = " ".join(shlex.quote(str(a)) for a in ("clowdr", "local", request.descriptor, request.invocation,
+                                                     request.provdir, "--rerun", "incomplete", "--run_id", run_id))
+    return f"clowdr: interrupted{by}; run {run_id}: {stopped}; to run them: {again}"
 
 
 def _run_cloud(args: argparse.Namespace) -> int:

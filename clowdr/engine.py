@@ -7,6 +7,7 @@ was and a crash leaves a directory that ``share`` and ``--rerun`` can read.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from clowdr import config
 from clowdr.backends import Backend, ClusterRequest, backend_for
-from clowdr.errors import InputError
+from clowdr.errors import InputError, LaunchStopped
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
@@ -161,7 +162,12 @@ def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,
             stop: threading.Event | None = None) -> Outcome:
-    """Run every group as one Dask future on ``cluster`` and monitor it to the end; close the cluster."""
+    """Run every group as one Dask future on ``cluster`` and monitor it to the end; close the cluster.
+
+    ``stop`` set (a signal, ``RunHandle.cancel``) ends the launch early with LaunchStopped: unfinished groups
+    are withdrawn, running tools stopped, each attempt cut short archived with its summary (the task left for
+    ``--rerun incomplete``), and the launch recorded as interrupted.
+    """
     from distributed import Client
 
     outcome = Outcome(launch.run, launched=True)
@@ -182,13 +188,26 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     finally:
         outcome.succeeded, outcome.failed, outcome.failures = monitor.succeeded, monitor.failed, monitor.failures
         if status != "finished":
-            # Tasks still running are stopped, not orphaned; they stay without a summary (--rerun incomplete).
             monitor.cancel()
-            client.run(stop_running_tools)
+            _stop_tools(client)
+            monitor.archive_interrupted(_why_stopped(stop))
         client.close()
         cluster.close()
         launch.run.end_launch(status, outcome.succeeded, outcome.failed)
     return outcome
+
+
+def _stop_tools(client: Any) -> None:
+    """Stop what runs on every worker; a worker that cannot be reached has died, and its guard stopped its tools."""
+    try:
+        client.run(stop_running_tools, on_error="ignore")
+    except Exception as exc:
+        log.warning("could not reach every worker to stop its tools (%s)", exc)
+
+
+def _why_stopped(stop: threading.Event | None) -> str:
+    number = getattr(stop, "signal_number", None)
+    return f"the launch was stopped ({signal.Signals(number).name})" if number else "the launch was stopped"
 
 
 def start_cluster(backend: Backend, run: RunDir) -> Any:
@@ -208,9 +227,11 @@ class Started:
     run: RunDir
 
 
-def start(req: LocalRequest) -> Started:
-    """Validate (InputError before any write), then create or open the run directory."""
+def start(req: LocalRequest, stop: threading.Event | None = None) -> Started:
+    """Validate (InputError before any write), then create or open the run directory (unless asked to stop)."""
     planned = validate(req)
+    if stop is not None and stop.is_set():
+        raise LaunchStopped("stopped before anything was written", "", getattr(stop, "signal_number", None))
     planned.backend.prepare()      # in the main thread, before the cluster starts in another one
     return Started(planned, planned.rerun or RunDir.create(req.provdir))
 
@@ -229,12 +250,12 @@ def run_started(started: Started, on_client: Callable[[Any], None] | None = None
         return execute(launch, starting.result(), on_client, stop)
 
 
-def run_local(req: LocalRequest) -> Outcome:
-    """``clowdr local``: plan, record, and (unless --setup) execute."""
-    started = start(req)
+def run_local(req: LocalRequest, stop: threading.Event | None = None) -> Outcome:
+    """``clowdr local``: plan, record, and (unless --setup) execute; ``stop`` set ends it early."""
+    started = start(req, stop)
     if req.setup:
         launch = record(started.planned, started.run)
         for _ in launch.steps:
             pass
         return Outcome(launch.run, job_script=started.planned.backend.job_script())
-    return run_started(started)
+    return run_started(started, stop=stop)

@@ -22,3 +22,14 @@ class NotAvailableError(ClowdrError):
     """A mode that exists in the CLI for compatibility but is not implemented yet."""
 
     exit_status = 2
+
+
+class LaunchStopped(ClowdrError):
+    """A launch stopped before every task had finished: by a signal (Ctrl-C, SIGTERM, SIGHUP) or by its owner
+    (``RunHandle.cancel``). Its tasks without a summary are left for ``--rerun incomplete``."""
+
+    def __init__(self, message: str, run_id: str = "", signal_number: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.signal_number = signal_number
+        self.exit_status = 128 + (signal_number or 2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from clowdr.backends import Backend
-from clowdr.errors import ClowdrError
+from clowdr.errors import ClowdrError, LaunchStopped
 from clowdr.progress import Progress
 from clowdr.protocol import Ended, Failure, RunContext, Started, TaskSpec, event_from_wire
 from clowdr.provenance import RunDir
@@ -27,18 +27,13 @@ log = logging.getLogger("clowdr")
 MAX_REQUEUES = 20   # a task never started may go back to the queue this often (workers retiring, lost)
 
 
-class LaunchStopped(ClowdrError):
-    """The launch was stopped by its owner (``RunHandle.cancel``) before every task had finished."""
-
-
 @dataclass
 class TaskState:
     """A task as the monitor sees it."""
 
     spec: TaskSpec
     submit_time: float = 0.0
-    job_id: str | None = None           # the worker job running the current attempt, once it started
-    started: bool = False               # the current attempt's tool has been started
+    started: Started | None = None      # where and when the current attempt's tool started
     requeued: int = 0                   # times it went back to the queue without ever starting
     summary: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)   # how earlier attempts of this launch ended
@@ -50,6 +45,13 @@ class TaskState:
     @property
     def attempt(self) -> int:
         return self.spec.attempt
+
+    def ended(self, failure: Failure, error: str, backend: str) -> dict[str, Any]:
+        """How the current attempt ended when no end record came from its worker."""
+        where = self.started
+        return {"attempt": self.attempt, "failure": str(failure), "error": error, "backend": backend,
+                "job_id": where.job_id if where else None, "start_time": where.start_time if where else None,
+                "hostname": where.hostname if where else None, "worker": where.worker if where else None}
 
 
 class Monitor:
@@ -123,12 +125,22 @@ class Monitor:
         self.client.cancel([future for future, _ in self._futures.values()])
         self._futures.clear()
 
+    def archive_interrupted(self, reason: str) -> None:
+        """Each attempt the stop cut short keeps its summary, in the task's attempt history: the task itself is
+        left without one, for ``--rerun incomplete``."""
+        for task in self.tasks.values():
+            if task.summary is None and task.started:
+                self.run.write_lost_attempt(task.index, task.ended(Failure.CANCELLED, reason, self.backend.name),
+                                            task.submit_time)
+                self.run.next_attempt(task.index)
+
     # -- the loop ---------------------------------------------------------------------------------
     def run_until_done(self) -> None:
         next_draw = 0.0
         while self.remaining:
             if self.stop.is_set():
-                raise LaunchStopped(f"stopped on request; {self.remaining} task(s) left without a summary")
+                raise LaunchStopped(f"{self.remaining} task(s) left without a summary", self.run.run_id,
+                                    getattr(self.stop, "signal_number", None))
             try:
                 kind, item = self.queue.get(timeout=self.refresh)
             except queue.Empty:
@@ -196,8 +208,7 @@ class Monitor:
             return
         if isinstance(event, Started):
             self.running.add(task.index)
-            task.started = True
-            task.job_id = event.job_id
+            task.started = event
             log.info("task %d attempt %d started on %s", task.index, task.attempt, event.worker)
         elif isinstance(event, Ended):
             self._finish(task, event.record)
@@ -222,17 +233,17 @@ class Monitor:
                 task.requeued += 1       # its worker left before starting it (e.g. retiring): not an attempt
                 retry.append(task)
                 continue
-            why = self.backend.explain_lost(task.job_id) if failure == Failure.WORKER_LOST else None
+            job_id = task.started.job_id if task.started else None
+            why = self.backend.explain_lost(job_id) if failure == Failure.WORKER_LOST else None
             task_failure, task_message = (why[0], f"{message}; {why[1]}") if why else (failure, message)
-            ended = {"attempt": task.attempt, "failure": str(task_failure), "error": task_message,
-                     "backend": self.backend.name, "job_id": task.job_id}
+            ended = task.ended(task_failure, task_message, self.backend.name)
             if failure == Failure.WORKER_LOST and len(task.history) < self.retries:
                 log.warning("task %d attempt %d: %s; submitting it again", task.index, task.attempt, task_message)
                 task.history.append(ended)
                 # the lost attempt's own summary goes into its place in the attempt history
                 self.run.write_lost_attempt(task.index, ended, task.submit_time)
                 task.spec = replace(task.spec, attempt=self.run.next_attempt(task.index))
-                task.job_id, task.started = None, False
+                task.started = None
                 retry.append(task)
             else:
                 self._finish(task, dict(ended, task=task.index, status="failed", exitcode=None,

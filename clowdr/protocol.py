@@ -47,6 +47,7 @@ class RunContext:
     scratch: str | None               # base of scratch directories (None: the worker's temporary directory)
     log_chunk: int                    # bytes per log message, at most
     log_interval: float               # seconds between shipments of new log bytes
+    earlier_attempt_wait: float       # seconds an attempt waits for an earlier one's processes to end
 
     @classmethod
     def of(cls, run_id: str, backend: str, descriptor: dict[str, Any], volumes: list[str], user: bool,
@@ -60,7 +61,8 @@ class RunContext:
                    descriptor=descriptor, container=config.container_settings(volumes, user, simg),
                    sampling=config.sampling_settings(), retire_margin=retire_margin,
                    scratch=config.get("worker.scratch"), log_chunk=int(config.get("worker.log-chunk")),
-                   log_interval=float(config.get("worker.log-interval")))
+                   log_interval=float(config.get("worker.log-interval")),
+                   earlier_attempt_wait=float(config.get("worker.earlier-attempt-wait")))
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class RunDir:
 
     def begin_launch(self, launch: dict[str, Any], tool: str, descriptor: str, total: int) -> None:
         """Append a launch to run.json (created for a new run, or for an original-tool run that has none)."""
-        launch = dict(launch, start=iso(time.time()), end=None, versions=versions())
+        launch = dict(launch, start=iso(time.time()), end=None, versions=versions(), client=this_client())
         data = self.read_run() or {"run_id": self.run_id, "tool": tool, "descriptor": descriptor,
                                    "start": launch["start"], "end": None, "launches": []}
         data.update({k: launch[k] for k in ("command", "options", "cluster", "versions")}, tasks=total)
@@ -282,6 +282,35 @@ def versions() -> dict[str, str]:
             found[package] = "not installed"
     return found
 
+
+
+def this_client() -> dict[str, Any]:
+    """What identifies the process writing a launch: a reader can tell whether it still runs."""
+    import psutil
+
+    return {"host": _hostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def launch_over(launch: dict[str, Any]) -> bool:
+    """Whether a launch has ended: recorded so, or its client, on this host, is no longer running (a client
+    killed with SIGKILL writes nothing more, and its tasks are then interrupted, not running)."""
+    if launch.get("end"):
+        return True
+    client = launch.get("client")
+    if not isinstance(client, dict) or client.get("host") != _hostname():
+        return False                     # another machine's client, or an older record: assume it runs
+    import psutil
+
+    try:
+        return abs(psutil.Process(int(client["pid"])).create_time() - float(client["started"])) > 1.0
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return True
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def existing_provdir(provdir: str | Path) -> Path:

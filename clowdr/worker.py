@@ -9,6 +9,7 @@ its stdout/stderr go to the client in bounded chunks while it runs; nothing is w
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from clowdr.backends import backend_class
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs
+from clowdr.guard import Guard
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
 from clowdr.timestamps import iso
@@ -63,12 +65,14 @@ def dask_setup(worker: Any) -> None:
     """Dask preload hook, run as each worker starts (importing this module warms the first task, too).
 
     The worker leaves the terminal's process group: a Ctrl-C reaches only the client, which stops the
-    running tools through ``stop_running_tools`` and shuts the workers down in order.
+    running tools through ``stop_running_tools`` and shuts the workers down in order. Its guard (``clowdr.guard``)
+    stops them if the worker dies instead.
     """
     try:
         os.setpgid(0, 0)
     except OSError:   # already a group or session leader
         pass
+    Guard.get()       # started now rather than with the first task
 
 
 def builder_for(context: RunContext) -> CommandBuilder:
@@ -173,17 +177,38 @@ class Place:
     workdir: str
     stdout: str
     stderr: str
-    shared: bool
+    shared: bool              # the logs are the client's own files
+    own: bool                 # the working directory is this attempt's alone (fresh scratch space)
 
     @classmethod
     def of(cls, spec: TaskSpec, context: RunContext) -> "Place":
         if spec.shared_logs:
-            return cls(spec.workdir or os.getcwd(), spec.shared_logs[0], spec.shared_logs[1], True)
+            return cls(spec.workdir or os.getcwd(), spec.shared_logs[0], spec.shared_logs[1], True, False)
         base = os.path.join(context.scratch or tempfile.gettempdir(), f"clowdr-{context.run_id}",
                             f"task-{spec.task}", f"attempt-{spec.attempt}")
         os.makedirs(base, exist_ok=True)
         return cls(spec.workdir or os.path.join(base, "work"), os.path.join(base, "stdout.txt"),
-                   os.path.join(base, "stderr.txt"), False)
+                   os.path.join(base, "stderr.txt"), False, spec.workdir is None)
+
+    def hold(self, task: int, wait: float) -> int | None:
+        """A lock on this task's working directory (where it is not a fresh scratch directory): an earlier
+        attempt whose processes still run holds it, and this one waits up to ``wait`` seconds for them to go,
+        instead of running beside them. The returned descriptor goes to the tool's processes."""
+        if self.own:
+            return None
+        fd = os.open(os.path.join(self.workdir, f".clowdr-task-{task}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise TaskSetupError(f"an earlier attempt of task {task} still runs in {self.workdir} after "
+                                         f"{wait:.0f} s") from None
+                time.sleep(0.1)
 
     def shipper(self, emit: Emit, task: int, attempt: int, context: RunContext) -> "LogShipper | None":
         """Without a shared filesystem, a thread sending the logs' new bytes to the client."""
@@ -254,26 +279,35 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
     argv: str | list[str] = prepared.launch
     if gnu_time:
         argv = [gnu_time, "-f", "%M", "-o", rss_file, "/bin/sh", "-c", prepared.launch]
-    with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
-        shipper = place.shipper(emit, task, attempt, context)
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, shell=not gnu_time, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True)
-        _running[proc.pid] = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
-        target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
-        sampler = Sampler(target, started,
-                          lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
-                          sampling["first-interval"], sampling["max-interval"])
-        sampler.start()
-        if shipper is not None:
-            shipper.start()
-        try:
-            _, status, rusage = os.wait4(proc.pid, 0)
-        finally:
-            _running.pop(proc.pid, None)
-            sampler.stop()
-        ended = time.perf_counter()
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
+    lock = place.hold(task, context.earlier_attempt_wait)
+    guard = Guard.get()
+    container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
+    try:
+        with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
+            shipper = place.shipper(emit, task, attempt, context)
+            started = time.perf_counter()
+            proc = subprocess.Popen(argv, shell=not gnu_time, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True,
+                                    pass_fds=(lock,) if lock is not None else ())
+    finally:
+        if lock is not None:
+            os.close(lock)         # the tool's processes hold it now: the lock lasts as long as any of them
+    if guard is not None:
+        guard.watch(proc.pid, container, tuple(p for p in (gnu_time and rss_file, prepared.cidfile) if p))
+    _running[proc.pid] = container
+    target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
+    sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
+                      sampling["first-interval"], sampling["max-interval"])
+    sampler.start()
+    if shipper is not None:
+        shipper.start()
+    try:
+        status, rusage = _reap(proc.pid, guard)
+    finally:
+        _running.pop(proc.pid, None)
+        sampler.stop()
+    ended = time.perf_counter()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
     if shipper is not None:
         shipper.finish()
     wall_end = time.time()
@@ -305,6 +339,23 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
     )
     _cleanup(prepared.script)
     return samples, figures
+
+
+def _reap(pid: int, guard: Guard | None) -> tuple[int, Any]:
+    """Wait for the tool, stop whatever it left running in its process group, then collect it.
+
+    Waiting without reaping (WNOWAIT) keeps the exited leader's pid, hence its group id, from being reused
+    until the guard has been told: a group id the guard would kill always names this tool's group.
+    """
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    try:
+        os.killpg(pid, signal.SIGKILL)          # nothing of an attempt outlives it (background children)
+    except OSError:
+        pass
+    if guard is not None:
+        guard.release(pid)
+    _, status, rusage = os.wait4(pid, 0)
+    return status, rusage
 
 
 def _gnu_time(setting: str | bool | None) -> str | None:

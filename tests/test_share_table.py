@@ -14,6 +14,7 @@ from conftest import DATA, EXAMPLES, ROOT, run_clowdr, write_json
 pd = pytest.importorskip("pandas")
 
 from clowdr.errors import InputError
+from clowdr.provenance import this_client
 from clowdr.share.table import find_runs, load_attempts, load_tasks, load_usage, read_log_tail
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -164,7 +165,8 @@ def test_bad_locations(tmp_path):
 def test_a_partial_run_never_raises(echo_run, tmp_path):
     meta = copy_run(echo_run, tmp_path)
     run = json.loads((meta / "run.json").read_text())
-    run["launches"][-1]["end"] = None                                          # the launch is still going
+    run["launches"][-1]["end"] = None                                          # the launch is still going,
+    run["launches"][-1]["client"] = this_client()                              # its client (this process) alive
     (meta / "run.json").write_text(json.dumps(run))
     (meta / "task-1-summary.json").unlink()                                    # running: its logs exist
     for kind in ("summary.json", "stdout.txt", "stderr.txt", "usage.csv"):     # pending: nothing yet

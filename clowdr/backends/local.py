@@ -30,6 +30,22 @@ class LocalBackend(Backend):
 
     name = "local"
 
+    def prepare(self) -> None:
+        """multiprocessing's resource tracker, which the workers' start brings up, stays in the terminal's process
+        group and ignores SIGINT and SIGTERM but not SIGHUP: a hang-up would kill it, and every worker would
+        then print its tracebacks. Started here, from the main thread, it inherits SIGHUP ignored."""
+        import signal
+        from multiprocessing import resource_tracker
+
+        try:
+            previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        except ValueError:          # not the main thread: nothing to inherit from here
+            return
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+
     def start(self, log_directory: Path | None = None) -> Any:
         from distributed import LocalCluster
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from clowdr.errors import InputError
 from clowdr.protocol import Failure
+from clowdr.provenance import launch_over
 
 if TYPE_CHECKING:
     import pandas
@@ -235,7 +236,7 @@ def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float 
     fmt = "clowdr" if run is not None else "original"
     launches = run.get("launches") if run else None
     launch_ended = bool(isinstance(launches, list) and launches and isinstance(launches[-1], dict)
-                        and launches[-1].get("end"))
+                        and launch_over(launches[-1]))
 
     indices = sorted({int(m.group(1)) for m in map(TASK_FILE.match, names) if m})
     history: dict[int, list[int]] = {}

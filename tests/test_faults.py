@@ -1,0 +1,189 @@
+"""Whatever dies, no tool outlives its attempt, and the record says what happened.
+
+Every test here starts the real CLI, kills something for real (the client, a Dask worker), and then looks at
+the process table: each process the launch had started (workers, their guards, the tools) must be gone
+within seconds, and no process may still carry the test's marker.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from conftest import ROOT, write_json
+
+SETTLE = 15.0        # seconds the launch's processes get to go after the kill
+
+
+def long_tool(tmp_path: Path, marker: str) -> Path:
+    """A tool that records its pid, checks whether an earlier attempt's tool still runs, and sleeps the first
+    time(s). MARKER is on its command line, so a surviving copy can be found in the process table."""
+    return write_json(tmp_path / "long.json", {
+        "name": "long", "tool-version": "1", "schema-version": "0.5", "description": "sleeps unless told not to",
+        # an earlier attempt's shell still running (a zombie, dead but not yet reaped, runs nothing)
+        "command-line": f"p=$(cat {tmp_path}/pid 2>/dev/null); if [ -n \"$p\" ] && [ -e /proc/$p ] && "
+                        f"! grep -q '^State:.*[ZX]' /proc/$p/status; then echo overlap; else echo alone; fi; "
+                        f"echo $$ > {tmp_path}/pid.new && mv {tmp_path}/pid.new {tmp_path}/pid; "
+                        f"if [ -e {tmp_path}/quick ]; then exit 0; fi; sleep 60 # {marker} [X]",
+        "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+
+
+@pytest.fixture(autouse=True)
+def no_launch_left() -> Iterator[None]:
+    """A failing test still leaves nothing running: every launch it started is killed, with its processes."""
+    yield
+    for process in LAUNCHED:
+        if process.poll() is None:
+            tree = everything_under(process.pid)
+            process.kill()
+            process.communicate()
+            for pid in tree:
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).kill()
+    LAUNCHED.clear()
+
+
+LAUNCHED: list[subprocess.Popen[str]] = []
+
+
+def launch(tmp_path: Path, provdir: Path, marker: str, *args: str, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[str]:
+    LAUNCHED.append(subprocess.Popen(
+        [sys.executable, "-m", "clowdr", "local", str(long_tool(tmp_path, marker)),
+         str(write_json(tmp_path / "i.json", {})), str(provdir), *args],
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True))
+    return LAUNCHED[-1]
+
+
+def tool_pid(tmp_path: Path, after: int | None = None, timeout: float = 60) -> int:
+    """The pid the (next) tool wrote, once it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = (tmp_path / "pid").read_text().strip() if (tmp_path / "pid").exists() else ""
+        if text and int(text) != after:
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError("the tool never started")
+
+
+def survivors(pids: list[int], marker: str | None = None) -> list[str]:
+    """Processes of ``pids`` still alive, and any process whose command line carries ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        line = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] in pids or (marker and marker in line):
+            found.append(f"{proc.info['pid']}: {line[:120]}")
+    return found
+
+
+def gone(pids: list[int], marker: str | None = None) -> list[str]:
+    deadline = time.monotonic() + SETTLE
+    while (left := survivors(pids, marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def everything_under(pid: int) -> list[int]:
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+
+
+def run_of(provdir: Path) -> Path:
+    return next(provdir.iterdir()) / "clowdr"
+
+
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_stopping_signal_stops_every_tool_and_says_how_to_go_on(tmp_path, provdir, name, status):
+    marker = f"clowdr-test-{uuid.uuid4().hex}"
+    process = launch(tmp_path, provdir, marker)
+    first = tool_pid(tmp_path)
+    started = everything_under(process.pid)
+    if name == "SIGTERM":
+        process.send_signal(signal.SIGTERM)                  # as a batch system or `kill` sends it
+    else:
+        os.killpg(process.pid, getattr(signal, name))       # as a terminal sends it: to its whole process group
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    meta = run_of(provdir)
+    run_id = meta.parent.name
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert f"interrupted by {name}" in lines[0] and f"--rerun incomplete --run_id {run_id}" in lines[0]
+    assert stdout.strip() == str(meta)
+    assert gone([first, *started], marker) == []
+    launched = json.loads((meta / "run.json").read_text())["launches"][-1]
+    assert launched["status"] == "interrupted" and launched["end"]
+    # the attempt it cut short keeps its summary in the history; the task itself is left for --rerun incomplete
+    assert not (meta / "task-0-summary.json").exists()
+    archived = json.loads((meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["failure"] == "cancelled" and name in archived["error"]
+    assert archived["start_time"] and archived["hostname"] and archived["worker"]
+    (tmp_path / "quick").touch()
+    again = subprocess.run([sys.executable, "-m", "clowdr", "local", str(tmp_path / "long.json"),
+                            str(tmp_path / "i.json"), str(provdir), "--rerun", "incomplete", "--run_id", run_id],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((meta / "task-0-summary.json").read_text())
+    assert summary["attempt"] == 2 and (meta / "task-0-stdout.txt").read_text() == "alone\n"
+
+
+def test_a_client_killed_outright_leaves_no_tool_and_a_run_share_calls_interrupted(tmp_path, provdir):
+    marker = f"clowdr-test-{uuid.uuid4().hex}"
+    process = launch(tmp_path, provdir, marker)
+    first = tool_pid(tmp_path)
+    started = everything_under(process.pid)
+    process.kill()
+    process.communicate(timeout=30)
+    assert gone([first, *started], marker) == []
+    from clowdr.share.table import load_tasks
+
+    tasks = load_tasks(provdir)
+    assert list(tasks["status"]) == ["incomplete"]                  # not "running" forever
+    assert scratch_files_of(started) == []
+
+
+def scratch_files_of(pids: list[int]) -> list[Path]:
+    """clowdr's own small files (GNU time's report) left behind by the worker processes ``pids``."""
+    return [path for pid in pids for path in Path("/dev/shm").glob(f"clowdr-{pid}-*")]
+
+
+def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_path, provdir):
+    """Three worker kills used to leave three copies of the tool running beside the fourth attempt."""
+    marker = f"clowdr-test-{uuid.uuid4().hex}"
+    process = launch(tmp_path, provdir, marker, env={"DASK_CLOWDR__RETRIES__WORKER_LOST": "3"})
+    tools, pid = [], None
+    for _ in range(3):
+        pid = tool_pid(tmp_path, after=pid)
+        tools.append(pid)
+        gnu_time = psutil.Process(pid).parent()
+        worker = gnu_time.parent()                                  # sh -> GNU time -> the Dask worker
+        assert "python" in worker.name()
+        if len(tools) == 3:
+            (tmp_path / "quick").touch()                          # the next attempt ends at once
+        worker.kill()
+        # the next attempt (same marker) may already run: this attempt's own processes must be gone
+        assert gone([pid, gnu_time.pid]) == [], "the killed worker's tool still runs"
+        assert scratch_files_of([worker.pid]) == []
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    meta = Path(stdout.strip().splitlines()[-1])
+    summary = json.loads((meta / "task-0-summary.json").read_text())
+    assert summary["attempt"] == 4 and summary["status"] == "succeeded"
+    assert (meta / "task-0-stdout.txt").read_text() == "alone\n"     # no earlier copy ran beside it
+    for attempt in (1, 2, 3):
+        lost = json.loads((meta / "attempts" / "task-0" / f"attempt-{attempt}" / "summary.json").read_text())
+        assert lost["failure"] == "worker-lost"
+        assert lost["start_time"] and lost["hostname"] and lost["worker"]
+    assert survivors(tools, marker) == []
