@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterator
 
 from clowdr import config
 from clowdr.backends import Backend, ClusterRequest, backend_for
-from clowdr.errors import InputError, LaunchStopped
+from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
-from clowdr.provenance import RunDir, existing_provdir, select_for_rerun, write_json
+from clowdr.provenance import RunDir, select_for_rerun, writable_provdir
 from clowdr.request import LocalRequest
 from clowdr.protocol import RunContext
 from clowdr.worker import stop_running_tools
@@ -74,7 +74,7 @@ class Launch:
 def validate(req: LocalRequest) -> Planned:
     """Check every option and input; read, never write. Raises InputError on the first fault."""
     req.check()
-    existing_provdir(req.provdir)
+    writable_provdir(req.provdir)
     if req.rerun:
         tool, tasks, total, rerun = _rerun_tasks(req)
     else:
@@ -91,61 +91,77 @@ def validate(req: LocalRequest) -> Planned:
 
 
 def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
-    """The chosen tasks of an earlier run (ours or the original tool's), with its descriptor and invocations."""
+    """The chosen tasks of an earlier run (ours or the original tool's), with its descriptor and invocations.
+
+    Tasks of the run's plan whose files were never written (the disk filled up while recording) have no
+    summary either: ``incomplete`` and ``all`` run them, recording them first.
+    """
     run = RunDir.open(req.provdir, req.run_id or "")
     records = run.tasks()
-    if not records:
+    unrecorded = run.unrecorded_tasks({r.index for r in records})
+    if not records and not unrecorded:
         raise InputError(str(run.meta), "the run has no task files (task-N.json) to rerun")
-    first = records[0]
-    tool = load_tool(run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index)))
+    if records:
+        first = records[0]
+        tool = load_tool(run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index)))
+    else:
+        tool = load_tool(run.local_copy(str(run.read_run().get("descriptor", "")), "descriptor", run.meta / "run.json"))
     tasks = []
     for record in select_for_rerun(records, req.rerun or "all"):
         path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
         invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
-    return tool, tasks, len(records), run
+    if req.rerun in ("all", "incomplete"):
+        tasks.extend(unrecorded)
+    return tool, sorted(tasks, key=lambda t: t.index), len(records) + len(unrecorded), run
 
 
 def record(planned: Planned, run: RunDir) -> Launch:
-    """Write what every task needs (run directory, descriptor copy, run.json); the tasks' own files follow.
+    """Write what every task needs (run directory, descriptor copy, run.json, the plan); the tasks' own files
+    follow.
 
     ``Launch.steps`` records the tasks group by group (task-N.json and the invocation copy, or for a rerun
     the move of the current attempt into the history) and yields each group once it is on disk: a task is
-    never submitted before its record exists, and the first one need not wait for the last one's.
+    never submitted before its record exists, and the first one need not wait for the last one's. The plan
+    (every task's invocation, in one file) is on disk before any task runs, so a task whose own files could
+    not be written is still known to ``--rerun incomplete``.
     """
     req, tool, launched = planned.req, planned.tool, planned.launched
-    if planned.rerun is not None:
-        mode, steps = f"rerun-{req.rerun}", _rerun_steps(run, planned)
-    else:
-        mode, steps = "new", _new_steps(run, planned)
     options = {k: v for k, v in vars(req).items() if k != "command"}
+    mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
                       "shared_filesystem": planned.backend.shared_filesystem,
                       "tasks": [t.index for batch in launched for t in batch], "groups": len(launched),
                       "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
+    if planned.rerun is None:
+        descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
+        run.write_plan(_named(run, [t for batch in planned.batches for t in batch], {descriptor_copy.name}))
+    steps = _steps(run, planned, planned.rerun is None)
     return Launch(run, tool, steps, sum(len(b) for b in launched), req, planned.backend)
 
 
-def _new_steps(run: RunDir, planned: Planned) -> Iterator[list[TaskState]]:
-    descriptor_copy = run.copy_descriptor(planned.tool.path, planned.tool.descriptor)
-    taken = {descriptor_copy.name}
+def _named(run: RunDir, tasks: list[TaskPlan], taken: set[str]) -> list[TaskPlan]:
+    """Each task with the file name its invocation copy gets (unique, clashing with nothing clowdr writes)."""
+    for task in tasks:
+        task.invocation_name = run.unique_name(task.invocation_name, taken)
+    return tasks
+
+
+def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]]:
+    """Record the groups one by one, yielding those this launch runs: a new run's tasks (every one recorded,
+    --dev or not), or a rerun's (recorded if they never were, their current attempt archived if they were)."""
     launched = len(planned.launched)
-    for number, batch in enumerate(planned.batches):
+    for number, batch in enumerate(planned.batches if new else planned.launched):
         states = []
         for task in batch:
-            invocation_copy = run.meta / run.unique_name(task.invocation_name, taken)
-            write_json(invocation_copy, task.invocation)
-            workdir = _workdir(planned, run, task.index)
-            run.write_task(task.index, {"tool": str(descriptor_copy), "invocation": str(invocation_copy),
-                                        "dataloc": task.dataloc, "taskloc": workdir})
-            states.append(_state(planned, run, task, 1))
+            if new or not run.task_file(task.index).exists():
+                run.record_task(task, planned.tool.path.name, _workdir(planned, run, task.index))
+                attempt = 1
+            else:
+                attempt = run.next_attempt(task.index)
+            states.append(_state(planned, run, task, attempt))
         if number < launched:
             yield states
-
-
-def _rerun_steps(run: RunDir, planned: Planned) -> Iterator[list[TaskState]]:
-    for batch in planned.launched:
-        yield [_state(planned, run, task, run.next_attempt(task.index)) for task in batch]
 
 
 def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskState:
@@ -190,11 +206,21 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
         if status != "finished":
             monitor.cancel()
             _stop_tools(client)
-            monitor.archive_interrupted(_why_stopped(stop))
         client.close()
         cluster.close()
-        launch.run.end_launch(status, outcome.succeeded, outcome.failed)
+        _close_record(launch.run, monitor, status, stop)
     return outcome
+
+
+def _close_record(run: RunDir, monitor: Monitor, status: str, stop: threading.Event | None) -> None:
+    """The launch's end in its record; a disk that refuses it now has already said so (the error that ended
+    the launch), so it is only logged here."""
+    try:
+        if status != "finished":
+            monitor.archive_interrupted(_why_stopped(stop))
+        run.end_launch(status, monitor.succeeded, monitor.failed)
+    except RecordError as exc:
+        log.warning("the launch's end is not recorded (%s)", exc)
 
 
 def _stop_tools(client: Any) -> None:

@@ -33,3 +33,12 @@ class LaunchStopped(ClowdrError):
         self.run_id = run_id
         self.signal_number = signal_number
         self.exit_status = 128 + (signal_number or 2)
+
+
+class RecordError(ClowdrError):
+    """The provenance record cannot be written (a full or read-only disk): the launch ends, what is written
+    stays whole, and tasks without a summary can be run again with ``--rerun incomplete``."""
+
+    def __init__(self, path: object, error: OSError) -> None:
+        super().__init__(f"cannot write the provenance record: {path}: {error.strerror or error}")
+        self.error = error

@@ -8,6 +8,7 @@ attempt number, earlier attempt archived) up to the configured limit.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from clowdr.backends import Backend
-from clowdr.errors import ClowdrError, LaunchStopped
+from clowdr.errors import LaunchStopped
 from clowdr.progress import Progress
 from clowdr.protocol import Ended, Failure, RunContext, Started, TaskSpec, event_from_wire
 from clowdr.provenance import RunDir
@@ -102,7 +103,7 @@ class Monitor:
         try:
             for group in self.groups:
                 self.queue.put(("ready", group))
-        except Exception as exc:  # e.g. the disk filled up: the loop stops the launch and reports it
+        except Exception as exc:  # e.g. the disk filled up (RecordError): the loop stops the launch and reports it
             self.queue.put(("error", exc))
 
     def _submit(self, groups: list[list[TaskState]]) -> None:
@@ -121,7 +122,10 @@ class Monitor:
             future.add_done_callback(self._on_done)
 
     def cancel(self) -> None:
-        """Withdraw every group not finished yet (the launch is being stopped)."""
+        """Withdraw every group not finished yet (the launch is being stopped), and stop listening: events still
+        on their way must not reach a client that is closing."""
+        with contextlib.suppress(Exception):
+            self.client.unsubscribe_topic(self.context.topic)
         self.client.cancel([future for future, _ in self._futures.values()])
         self._futures.clear()
 
@@ -155,7 +159,7 @@ class Monitor:
                 if self._refused:
                     self._fail_unstarted(self._refused)
             elif kind == "error":
-                raise ClowdrError(f"cannot record the run in {self.run.meta}: {item}") from item
+                raise item
             if self._ready and (self._submitted == 0 or self.queue.empty()):
                 self._submit(self._ready)      # the first group at once, then whatever has accumulated
                 self._ready = []

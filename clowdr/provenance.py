@@ -12,6 +12,7 @@ found by name relative to the directory being read.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,16 +22,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from clowdr.errors import InputError
+from clowdr.errors import InputError, RecordError
+from clowdr.plan import TaskPlan
 from clowdr.protocol import Event, LogChunk, TaskSpec, Usage
 from clowdr.sampling import COLUMNS
 from clowdr.timestamps import iso
 
 RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
 TASK_FILE = re.compile(r"^task-(\d+)\.json$")
-RESERVED = re.compile(r"^(task-\d+.*|run\.json|clowdr-summary\.json)$")
+RESERVED = re.compile(r"^(task-\d+.*|run\.json|plan\.json|clowdr-summary\.json)$")
 LOG_KINDS = ("summary.json", "usage.csv", "stdout.txt", "stderr.txt")
 # Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
@@ -42,15 +44,36 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{suffix}"
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a whole file under a temporary name in the same directory, then rename it into place."""
-    tmp = f"{path.parent}/.{path.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+@contextlib.contextmanager
+def recording(path: Path | str) -> Iterator[None]:
+    """A failed write of the record (ENOSPC, EROFS, EACCES, ...) is a RecordError naming the file."""
     try:
-        os.write(fd, data.encode() if isinstance(data, str) else data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        yield
+    except OSError as exc:
+        raise RecordError(path, exc) from None
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a whole file under a temporary name in the same directory, then rename it into place.
+
+    Every byte is written (a full disk may take only part of a write) before the rename; on any failure the
+    temporary file goes and the file keeps its earlier content, or stays absent.
+    """
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+    with recording(path):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                left = memoryview(data.encode() if isinstance(data, str) else data)
+                while left:
+                    left = left[os.write(fd, left):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -98,10 +121,12 @@ class RunDir:
         while True:
             run = cls(base / new_run_id())
             try:
-                run.meta.mkdir(parents=True)
+                with recording(run.meta):
+                    run.meta.mkdir(parents=True)
                 return run
-            except FileExistsError:
-                continue
+            except RecordError as exc:
+                if not isinstance(exc.error, FileExistsError):
+                    raise
 
     @classmethod
     def open(cls, provdir: str | Path, run_id: str) -> "RunDir":
@@ -165,6 +190,25 @@ class RunDir:
     def write_task(self, n: int, definition: dict[str, Any]) -> None:
         write_json(self.task_file(n), definition)
 
+    def record_task(self, task: TaskPlan, descriptor: str, workdir: str | None) -> None:
+        """A task's own files: its invocation copy, then task-N.json (the original keys)."""
+        invocation_copy = self.meta / task.invocation_name
+        write_json(invocation_copy, task.invocation)
+        self.write_task(task.index, {"tool": str(self.meta / descriptor), "invocation": str(invocation_copy),
+                                     "dataloc": task.dataloc, "taskloc": workdir})
+
+    def write_plan(self, tasks: list[TaskPlan]) -> None:
+        """Every task of the run in one file, written before any of them runs."""
+        write_atomic(self.meta / "plan.json", json.dumps(
+            {"tasks": [[t.index, t.invocation_name, t.invocation, t.dataloc] for t in tasks]}) + "\n")
+
+    def unrecorded_tasks(self, recorded: set[int]) -> list[TaskPlan]:
+        """The tasks of the plan that have no task file (their recording was cut short)."""
+        plan = read_json(self.meta / "plan.json")
+        entries = plan.get("tasks") if isinstance(plan, dict) else None
+        return [TaskPlan(int(index), invocation, str(name), list(dataloc or []))
+                for index, name, invocation, dataloc in entries or [] if int(index) not in recorded]
+
     def write_summary(self, n: int, summary: dict[str, Any]) -> None:
         write_json(self.file(n, "summary.json"), summary)
 
@@ -175,7 +219,7 @@ class RunDir:
         """Grow a running task's usage file: whole lines in one write, the header first."""
         path = self.file(n, "usage.csv")
         text = "".join(",".join(str(v) for v in row) + "\n" for row in rows)
-        with open(path, "a") as handle:
+        with recording(path), open(path, "a") as handle:
             if handle.tell() == 0:
                 text = ",".join(COLUMNS) + "\n" + text
             handle.write(text)
@@ -183,7 +227,8 @@ class RunDir:
     def append_log(self, n: int, stream: str, offset: int, data: bytes) -> None:
         """Grow a running task's stdout or stderr with the bytes a worker sent from ``offset`` (chunks come in
         order; one already written, as after a resent message, is not written twice)."""
-        with open(self.file(n, f"{stream}.txt"), "ab") as handle:
+        path = self.file(n, f"{stream}.txt")
+        with recording(path), open(path, "ab") as handle:
             end = handle.tell()
             if offset + len(data) <= end:
                 return
@@ -214,7 +259,8 @@ class RunDir:
         for name in ("stdout.txt", "stderr.txt"):
             path = self.file(n, name)
             if not path.exists():
-                path.touch()
+                with recording(path):
+                    path.touch()
         self.write_summary(n, summary)
         return summary
 
@@ -242,9 +288,10 @@ class RunDir:
         current = int(summary.get("attempt", last + 1)) if isinstance(summary, dict) else last + 1
         current = max(current, last + 1)
         target = history / f"attempt-{current}"
-        target.mkdir(parents=True, exist_ok=True)
-        for kind in present:
-            os.replace(self.file(n, kind), target / kind)
+        with recording(target):
+            target.mkdir(parents=True, exist_ok=True)
+            for kind in present:
+                os.replace(self.file(n, kind), target / kind)
         return current + 1
 
     # -- reading (ours or the original tool's) ----------------------------------------------------
@@ -320,6 +367,18 @@ def existing_provdir(provdir: str | Path) -> Path:
     if not path.is_dir():
         raise InputError(str(provdir), "provenance directory does not exist (create it first)")
     return path.resolve()
+
+
+def writable_provdir(provdir: str | Path) -> None:
+    """A launch writes its record here: refused before anything starts if it cannot."""
+    path = existing_provdir(provdir)
+    if not os.access(path, os.W_OK | os.X_OK):
+        reason = "a read-only file system" if _read_only(path) else "no write permission"
+        raise InputError(str(provdir), f"the provenance directory cannot be written ({reason})")
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def select_for_rerun(records: list[TaskRecord], mode: str) -> list[TaskRecord]:

@@ -313,10 +313,10 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
     wall_end = time.time()
     realtime = ended - started
     samples = sampler.samples
-    signal_name = signal.Signals(-code).name if code < 0 else None
     peak_rss = None
     if gnu_time:
-        peak_rss, signal_name, code = _read_gnu_time(rss_file, code)
+        peak_rss, code = _read_gnu_time(rss_file, code)
+    signal_name = signal.Signals(-code).name if code < 0 else None
     figures: dict[str, Any] = {
         "exitcode": code, "signal": signal_name,
         "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
@@ -368,20 +368,20 @@ def _gnu_time(setting: str | bool | None) -> str | None:
     return path if path and os.path.realpath(path).endswith("/time") else None
 
 
-def _read_gnu_time(path: str, code: int) -> tuple[int | None, str | None, int]:
-    """Peak RSS (bytes) and the real way the tool ended: GNU time exits 128+N when its child got signal N."""
+def _read_gnu_time(path: str, code: int) -> tuple[int | None, int]:
+    """Peak RSS (bytes) and the real way the tool ended: GNU time exits 128+N when its child got signal N
+    (a negative code: GNU time itself got the signal, with its whole group, and reported nothing)."""
     try:
         with open(path) as handle:
             lines = handle.read().splitlines()
         os.remove(path)
     except OSError:
-        return None, None, code
+        return None, code
     peak = int(lines[-1]) * 1024 if lines and lines[-1].strip().isdigit() else None
     for line in lines:
         if line.startswith("Command terminated by signal "):
-            number = int(line.rsplit(" ", 1)[1])
-            return peak, signal.Signals(number).name, -number
-    return peak, None, code
+            return peak, -int(line.rsplit(" ", 1)[1])
+    return peak, code
 
 
 def _container_figures(sampler: Sampler, cidfile: str, sampled_peak: int | None, realtime: float) -> dict[str, Any]:
