@@ -393,3 +393,11 @@ def test_usage_error_exits_2_without_traceback(refused, provdir, args, mention):
     args = [provdir if a == "PROVDIR" else a for a in args]
     refused(*args, mentions=[mention])
 
+
+# -- --sweep, once more ----------------------------------------------------------------------------------------------
+
+def test_the_same_sweep_id_twice(refused, provdir, tmp_path):
+    """--sweep message --sweep message used to run every value three times (a product of the list with itself)."""
+    invocation = write_json(tmp_path / "sweep.json", {"message": ["alpha", "beta", "gamma"]})
+    refused("local", ECHO, invocation, provdir, "--sweep", "message", "--sweep", "message",
+            mentions=["--sweep", field_named("message")])
