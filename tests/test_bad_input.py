@@ -394,6 +394,127 @@ def test_usage_error_exits_2_without_traceback(refused, provdir, args, mention):
     refused(*args, mentions=[mention])
 
 
+# -- values no command line can carry --------------------------------------------------------------------------
+#
+# Linux limits one argument (and one environment string) to MAX_ARG_STRLEN = 131072 bytes, its NUL included, and
+# a host tool's whole command line is ONE argument (``/bin/sh -c LINE``); a NUL byte ends a C string; a lone
+# surrogate has no UTF-8 bytes. Such values used to pass validation and fail in the worker (a lone surrogate even
+# killed the Dask worker, again and again).
+
+MAX_ARG_STRLEN = 131072
+
+VALUES_TOOL = {
+    "name": "values", "tool-version": "1", "schema-version": "0.5",
+    "description": "Creates the marker file (proof that it ran), then prints its other inputs.",
+    "command-line": "touch [MARKER]; echo [TEXT] [INFILE] [FILES] [COUNT]",
+    "inputs": [
+        {"id": "marker", "name": "marker", "type": "String", "value-key": "[MARKER]"},
+        {"id": "text", "name": "text", "type": "String", "value-key": "[TEXT]", "optional": True},
+        {"id": "infile", "name": "infile", "type": "File", "value-key": "[INFILE]", "optional": True},
+        {"id": "files", "name": "files", "type": "File", "list": True, "value-key": "[FILES]", "optional": True},
+        {"id": "count", "name": "count", "type": "Number", "value-key": "[COUNT]", "optional": True},
+    ],
+}
+
+#: field -> its value as JSON text (lone surrogates can only be written so), for every kind of value a command
+#: line cannot carry, in a String input, a File input and a list element of a File list.
+UNREACHABLE = {
+    "nul-in-string": ("text", r'"a\u0000b"'),
+    "nul-in-file": ("infile", r'"data/a\u0000.txt"'),
+    "nul-in-list-element": ("files", r'["ok.txt", "b\u0000.txt"]'),
+    "high-surrogate-in-string": ("text", r'"a\ud800b"'),
+    "low-surrogate-in-file": ("infile", r'"data/\udc80.txt"'),        # would pass as a raw byte (surrogateescape)
+    "surrogate-in-list-element": ("files", r'["ok.txt", "\udfff"]'),
+    "over-128KiB-string": ("text", json.dumps("x" * MAX_ARG_STRLEN)),
+    "over-128KiB-in-bytes-not-characters": ("text", json.dumps("é" * (MAX_ARG_STRLEN // 2))),
+    "over-128KiB-list-element": ("files", json.dumps(["ok.txt", "y" * MAX_ARG_STRLEN])),
+}
+
+
+def _values_case(tmp_path: Path, values: str) -> tuple[Path, Path, Path]:
+    """The values tool, an invocation holding VALUES (JSON text of its other fields) and the marker it would create."""
+    tool = write_json(tmp_path / "values.json", VALUES_TOOL)
+    marker = tmp_path / "ran"
+    invocation = tmp_path / "inv.json"
+    invocation.write_text(f'{{"marker": {json.dumps(str(marker))}, {values}}}')
+    return tool, invocation, marker
+
+
+@pytest.mark.parametrize("case", UNREACHABLE.keys())
+def test_a_value_no_command_line_can_carry_is_refused(refused, provdir, tmp_path, case):
+    field, value = UNREACHABLE[case]
+    tool, invocation, marker = _values_case(tmp_path, f'"{field}": {value}')
+    refused("local", tool, invocation, provdir, mentions=[str(invocation), field_named(field)])
+    assert not marker.exists()
+
+
+def _quotes(size: int) -> str:
+    return json.dumps("'" * size)
+
+
+#: command lines over the limit though every value is under it: shell quoting (a ' becomes 5 bytes), a value
+#: the template repeats, many list elements, two fields together (the larger one is named).
+TOO_LONG = {
+    "quoting": (1, '"text": ' + json.dumps("'" * 30_000), "text"),
+    "repeated-key": (4, '"text": ' + json.dumps("t" * 40_000), "text"),
+    "many-list-elements": (1, '"files": ' + json.dumps([f"sub-{n:05d}/anat/T1w.nii.gz" for n in range(6000)]),
+                           "files"),
+    "two-fields": (1, '"text": ' + json.dumps("t" * 50_000) + ', "infile": ' + json.dumps("f" * 90_000), "infile"),
+}
+
+
+@pytest.mark.parametrize("case", TOO_LONG.keys())
+def test_a_command_line_over_128KiB_is_refused_naming_the_field(refused, provdir, tmp_path, case):
+    repeats, values, field = TOO_LONG[case]
+    tool, invocation, marker = _values_case(tmp_path, values)
+    line = VALUES_TOOL["command-line"].replace("[TEXT]", " ".join(["[TEXT]"] * repeats))
+    write_json(tool, dict(VALUES_TOOL, **{"command-line": line}))
+    refused_line = refused("local", tool, invocation, provdir, mentions=[str(invocation), field_named(field)])
+    assert str(MAX_ARG_STRLEN - 1) in refused_line, refused_line
+    assert not marker.exists()
+
+
+ECHO_TEXT = {
+    "name": "echo-text", "tool-version": "1", "schema-version": "0.5", "description": "Prints its text.",
+    "command-line": "echo [TEXT]",
+    "inputs": [{"id": "text", "name": "text", "type": "String", "value-key": "[TEXT]"}],
+}
+
+
+def test_the_limit_is_exact_a_command_line_of_131071_bytes_runs(clowdr, refused, provdir, tmp_path):
+    """Measured with a real spawn: the longest command line /bin/sh -c accepts runs; one byte more is refused.
+    (Letters need no shell quotes: the line is 'echo ' and the text.)"""
+    tool = write_json(tmp_path / "echo.json", ECHO_TEXT)
+    text = "x" * (MAX_ARG_STRLEN - 1 - len("echo "))
+    longest = write_json(tmp_path / "longest.json", {"text": text})
+    result = clowdr("local", tool, longest, provdir, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.summary(0)["exitcode"] == 0
+    assert len(result.summary(0)["command"].encode()) == MAX_ARG_STRLEN - 1
+    assert (result.meta / "task-0-stdout.txt").read_text() == text + "\n"
+    over = write_json(tmp_path / "over.json", {"text": text + "x"})
+    refused("local", tool, over, provdir, mentions=[str(over), field_named("text")])
+
+
+def test_a_container_tool_runs_its_long_command_line_from_a_script(clowdr, provdir, tmp_path):
+    """A container tool's command line goes into a script file, not an argument: only its values are limited."""
+    docker_tool = Path(__file__).parent / "data" / "docker-tool.json"
+    invocation = write_json(tmp_path / "inv.json", {"message": "m" * 70_000})     # twice on the line: 140 KB
+    result = clowdr("local", docker_tool, invocation, provdir, "--setup", timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_rerun_checks_its_invocations_too(refused, provdir, tmp_path):
+    """An earlier run's invocation copy edited to hold a NUL: the rerun is refused, the run left as it was."""
+    tool, invocation, _ = _values_case(tmp_path, '"text": "fine"')
+    setup = run_clowdr("local", tool, invocation, provdir, "--setup")
+    assert setup.returncode == 0, setup.stderr
+    copy = setup.meta / "inv.json"
+    copy.write_text(copy.read_text().replace('"fine"', r'"fi\u0000ne"'))
+    refused("local", tool, invocation, provdir, "--rerun", "all", "--run_id", setup.meta.parent.name,
+            mentions=[str(copy), field_named("text")])
+
+
 # -- --sweep, once more ----------------------------------------------------------------------------------------------
 
 def test_the_same_sweep_id_twice(refused, provdir, tmp_path):
