@@ -522,3 +522,10 @@ def test_the_same_sweep_id_twice(refused, provdir, tmp_path):
     invocation = write_json(tmp_path / "sweep.json", {"message": ["alpha", "beta", "gamma"]})
     refused("local", ECHO, invocation, provdir, "--sweep", "message", "--sweep", "message",
             mentions=["--sweep", field_named("message")])
+
+
+def test_a_key_holding_a_line_separator_is_still_one_line(refused, provdir, tmp_path):
+    """Not only \\n: str.splitlines() and terminals break at U+2028 and the other separators too."""
+    invocation = tmp_path / "inv.json"
+    invocation.write_text(r'{"message": "hi", "col\u2028our\u0085s\u000b": "red"}')
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), "our"])
