@@ -15,14 +15,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pytest
 
-from conftest import EXAMPLES, run_clowdr, write_json
+from conftest import EXAMPLES, ROOT, Result, run_clowdr, write_json
 
 ECHO = EXAMPLES / "echo-tool.json"
 HELLO = EXAMPLES / "invocations" / "hello.json"
@@ -93,20 +96,30 @@ def assert_mentions(line: str, mentions: Iterable[Mention]) -> None:
         assert any(option in line for option in options), f"{' or '.join(map(repr, options))} not named in: {line!r}"
 
 
+def run_wrapped(wrap: Sequence[str], *args: str | Path, env: dict[str, str], timeout: float) -> Result:
+    """``run_clowdr`` inside WRAP (a command that ends by running the rest of its arguments)."""
+    if not wrap:
+        return run_clowdr(*args, env=env, timeout=timeout)
+    done = subprocess.run([*wrap, sys.executable, "-m", "clowdr", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=timeout, cwd=ROOT, check=False)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
 @pytest.fixture
 def refused(probe_dir: Path, provdir: Path, tmp_path: Path):
     """Run ``clowdr ARGS...`` and check the whole bad-input contract; return the stderr line.
 
     ``mentions``: strings the line must contain (a tuple: any one of them). ``watch``: the directory
-    that must not change (default: the test's provdir).
+    that must not change (default: the test's provdir). ``wrap``: a command to run clowdr in.
     """
     calls = iter(range(1000))
 
-    def check(*args: str | Path, mentions: Iterable[Mention] = (), watch: Path | None = None) -> str:
+    def check(*args: str | Path, mentions: Iterable[Mention] = (), watch: Path | None = None,
+              wrap: Sequence[str] = ()) -> str:
         watched = provdir if watch is None else watch
         record = tmp_path / f"probe-{next(calls)}.log"
         before = snapshot(watched)
-        result = run_clowdr(*args, env=probe_env(probe_dir, record), timeout=120)
+        result = run_wrapped(wrap, *args, env=probe_env(probe_dir, record), timeout=120)
         after = snapshot(watched)
         everything = result.stdout + result.stderr
         if "Traceback" in everything:
@@ -394,6 +407,7 @@ def test_usage_error_exits_2_without_traceback(refused, provdir, args, mention):
     refused(*args, mentions=[mention])
 
 
+
 # -- values no command line can carry --------------------------------------------------------------------------
 #
 # Linux limits one argument (and one environment string) to MAX_ARG_STRLEN = 131072 bytes, its NUL included, and
@@ -522,6 +536,68 @@ def test_the_same_sweep_id_twice(refused, provdir, tmp_path):
     invocation = write_json(tmp_path / "sweep.json", {"message": ["alpha", "beta", "gamma"]})
     refused("local", ECHO, invocation, provdir, "--sweep", "message", "--sweep", "message",
             mentions=["--sweep", field_named("message")])
+
+
+# -- clowdr share: what it cannot serve or write ----------------------------------------------------------------
+
+def test_share_export_to_a_directory(refused, earlier_run, tmp_path):
+    provdir, _ = earlier_run
+    target = tmp_path / "reports"
+    target.mkdir()
+    refused("share", provdir, "--export", target, mentions=[str(target), "directory"], watch=provdir)
+    assert list(target.iterdir()) == []
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """``read_only(DIR)``: a command to run clowdr in so that DIR is read-only for it (root: a read-only bind
+    mount in a mount namespace of its own; otherwise DIR loses its write permission for the test)."""
+    changed: list[tuple[Path, int]] = []
+
+    def make(directory: Path) -> list[str]:
+        if os.geteuid() != 0:
+            changed.append((directory, directory.stat().st_mode))
+            directory.chmod(0o555)
+            return []
+        if not shutil.which("unshare") or subprocess.run(["unshare", "--mount", "true"], check=False).returncode:
+            pytest.skip("no mount namespace here to make a directory read-only for root")
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+        return ["unshare", "--mount", "sh", "-c", script, str(directory)]
+
+    yield make
+    for directory, mode in changed:
+        directory.chmod(mode)
+
+
+def test_share_export_into_a_read_only_provdir(refused, earlier_run, read_only):
+    provdir, _ = earlier_run
+    target = provdir / "report.html"
+    refused("share", provdir, "--export", target, mentions=[str(target), "read-only"], watch=provdir,
+            wrap=read_only(provdir))
+
+
+def test_share_on_a_busy_port(refused, earlier_run):
+    provdir, _ = earlier_run
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        refused("share", provdir, "--port", port, mentions=["--port", port, "in use"], watch=provdir)
+
+
+def _not_an_address_here() -> str:
+    """An IPv4 address of no interface of this machine (TEST-NET-3): binding it fails here, nothing is sent."""
+    import psutil
+
+    own = {a.address for addresses in psutil.net_if_addrs().values() for a in addresses}
+    return next(f"203.0.113.{n}" for n in range(1, 255) if f"203.0.113.{n}" not in own)
+
+
+@pytest.mark.parametrize("port", [[], ["--port", "8050"]], ids=["free-port", "given-port"])
+def test_share_on_an_address_that_cannot_be_bound(refused, earlier_run, port):
+    provdir, _ = earlier_run
+    address = _not_an_address_here()
+    refused("share", provdir, "--host", address, *port, mentions=["--host", address], watch=provdir)
 
 
 def test_a_key_holding_a_line_separator_is_still_one_line(refused, provdir, tmp_path):

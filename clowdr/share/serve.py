@@ -5,11 +5,17 @@ directory (or anywhere else) is reachable by URL; logs reach the page only throu
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
+import os
 import re
 import socket
 from pathlib import Path
 from typing import Callable
+
+from clowdr.errors import ClowdrError, InputError, NotAvailableError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 EXPORT_USAGE_TASKS = 6
@@ -39,21 +45,44 @@ def websocket_origins(host: str, port: int) -> list[str]:
     return sorted(f"{name}:{port}" for name in names)
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> InputError:
+    """One line saying why nothing can listen at HOST:PORT."""
+    if isinstance(exc, socket.gaierror):
+        return InputError("--host", f"cannot resolve '{host}' to an address to listen on ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        return InputError("--port", f"{port} is already in use on {host} (leave --port out for a free port)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InputError("--host", f"'{host}' is not an address of this machine: nothing can listen on it")
+    if exc.errno == errno.EACCES:
+        return InputError("--port", f"not allowed to listen on port {port} (ports below 1024 need privileges)")
+    return InputError("--host", f"cannot listen on {host}:{port} ({exc.strerror or exc})")
+
+
+def _check_export_target(export: str) -> None:
+    """Refuse, before anything is built, an export path that cannot become a file."""
+    target = Path(export)
+    if target.is_dir():
+        raise InputError(str(export), "is a directory: --export takes the path of the HTML file to write")
+    if not target.parent.is_dir():
+        raise InputError(str(export), "the directory to export into does not exist")
+    existing = target if target.exists() else target.parent
+    if not os.access(existing, os.W_OK):
+        what = "file" if existing is target else "directory"
+        raise InputError(str(export), f"cannot write here: the {what} is read-only")
+
+
 def share(provdir: str, host: str = "127.0.0.1", port: int = 0, debug: bool = False, show: bool = False,
           export: str | None = None, announce: Callable[[str], None] | None = None) -> int:
     """``clowdr share``: serve the dashboard of PROVDIR until interrupted, or with ``export`` write it as one file.
 
     A bad PROVDIR or export location raises ``clowdr.errors.InputError``; no dashboard stack, NotAvailableError.
     """
-    from clowdr.errors import InputError, NotAvailableError
-
     try:
         import panel  # noqa: F401  (the dashboard's one optional dependency)
     except ImportError as exc:
         raise NotAvailableError(f"clowdr share needs the dashboard packages (pip install panel): {exc}") from None
     if export:
-        if not Path(export).parent.is_dir():
-            raise InputError(str(export), "the directory to export into does not exist")
+        _check_export_target(export)
         export_html(provdir, export)
         return 0
     serve(provdir, host=host or "127.0.0.1", port=int(port or 0), debug=debug, show=show, announce=announce)
@@ -73,7 +102,6 @@ def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bo
 
     location = str(provdir)
     find_runs(location)                      # a bad location is one line and exit 2, not a broken page
-    port = port or free_port(host)
     if debug:
         for name in ("bokeh", "tornado", "panel", "clowdr.share"):
             logging.getLogger(name).setLevel(logging.DEBUG)
@@ -82,10 +110,14 @@ def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bo
     def session() -> pn.viewable.Viewable:
         return build_app(location, period_ms=period)
 
+    try:
+        port = port or free_port(host)
+        server = pn.serve(session, address=host, port=port, websocket_origin=websocket_origins(host, port),
+                          show=show, start=False, title="clowdr share", verbose=False, location=False, admin=False)
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from None
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{port}/"
-    server = pn.serve(session, address=host, port=port, websocket_origin=websocket_origins(host, port), show=show,
-                      start=False, title="clowdr share", verbose=False, location=False, admin=False)
     if announce is not None:
         announce(url)
     logger.info("serving %s at %s", location, url)
@@ -122,7 +154,19 @@ def export_html(provdir: str | Path, path: str | Path, usage_tasks: int = EXPORT
     for model in list(doc.models):
         if isinstance(model, UIElement):
             patch_inline_stylesheets(model)
-    save(doc, str(target), resources=INLINE, embed=False, title="clowdr share")
-    text = target.read_text(encoding="utf-8")
-    target.write_text(REMOTE_LINK.sub("", text), encoding="utf-8")   # Panel's template links its icons on a CDN
+    page_text = io.StringIO()
+    save(doc, page_text, resources=INLINE, embed=False, title="clowdr share")
+    _write_whole(target, REMOTE_LINK.sub("", page_text.getvalue()))   # Panel's template links its icons on a CDN
     return target
+
+
+def _write_whole(target: Path, text: str) -> None:
+    """Write the page whole or not at all: a full disk leaves no half page under the name asked for."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise ClowdrError(f"{target}: cannot write the export ({exc.strerror or exc})") from None
