@@ -1,7 +1,8 @@
 """Serving the dashboard (a Bokeh server on loopback by default) and exporting it as one self-contained HTML file.
 
 The server serves the app and its own scripts only: no static directories, so no file of the provenance
-directory (or anywhere else) is reachable by URL; logs reach the page only through the app, escaped.
+directory (or anywhere else) is reachable by URL; logs reach the page only through the app, escaped. It answers
+only requests addressed to it: a request whose Host header names another host (a DNS-rebinding page) is refused.
 """
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from tornado.httputil import HTTPServerRequest
+from tornado.routing import Matcher, Rule
+from tornado.web import Application, RequestHandler
 
 from clowdr.errors import ClowdrError, InputError, NotAvailableError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
 EXPORT_USAGE_TASKS = 6
 EXPORT_LOG_BYTES = 8 * 1024
 #: A <link> (icon, stylesheet) to a remote URL: a file that is mailed must not reach out to the network.
@@ -34,15 +40,70 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def _url_host(name: str) -> str:
+    """A host as a URL (and a Host header) writes it: an IPv6 address in brackets."""
+    return f"[{name}]" if ":" in name else name
+
+
+def _own_addresses() -> set[str]:
+    """Every address of this machine's interfaces (an IPv6 one without its zone)."""
+    import psutil
+
+    families = (socket.AF_INET, socket.AF_INET6)
+    return {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs if a.family in families}
+
+
+def served_names(host: str) -> set[str]:
+    """The names a browser may reach this server by, as its URL writes them: on loopback, the loopback names;
+    on a wildcard address, also this machine's names and addresses; on one address, it and this machine's names.
+    No other name: a page of another site whose name was made to resolve here (DNS rebinding) names itself."""
+    loopback = {"127.0.0.1", "localhost", "[::1]"}
+    if host in LOOPBACK:
+        return loopback
+    own = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    if host in WILDCARD:
+        return own | loopback | {_url_host(address) for address in _own_addresses()}
+    return own | {_url_host(host.lower())}
+
+
+def served_hosts(host: str, port: int) -> frozenset[str]:
+    """Every ``Host`` header value that addresses this server (``name:port``; the bare name on port 80)."""
+    names = served_names(host)
+    return frozenset({f"{name}:{port}" for name in names} | (names if port == 80 else set()))
+
+
 def websocket_origins(host: str, port: int) -> list[str]:
-    """The page origins allowed to open the app's websocket: the address served, and its loopback alias."""
-    if host in ("0.0.0.0", "::", ""):
-        names = {socket.gethostname(), socket.getfqdn(), "127.0.0.1", "localhost"}
-    elif host in LOOPBACK:
-        names = {"127.0.0.1", "localhost"}
-    else:
-        names = {host}
-    return sorted(f"{name}:{port}" for name in names)
+    """The page origins Bokeh lets open the app's websocket (its allowlist cannot hold IPv6 addresses, which the
+    Host check covers)."""
+    return sorted(f"{name}:{port}" for name in served_names(host) if ":" not in name)
+
+
+class ForeignHost(Matcher):
+    """Matches a request whose ``Host`` header is not an address this server serves.
+
+    Bokeh checks a websocket's ``Origin`` only, and Tornado skips even that when ``Origin`` equals ``Host`` or
+    the browser says ``Sec-Fetch-Site: same-origin``, which is what a DNS-rebinding page sends: the ``Host``
+    header is the one thing such a page cannot make ours.
+    """
+
+    def __init__(self, hosts: frozenset[str]) -> None:
+        self.hosts = hosts
+
+    def match(self, request: HTTPServerRequest) -> dict[str, Any] | None:
+        return None if request.headers.get("Host", "").strip().lower() in self.hosts else {}
+
+
+class RefuseForeignHost(RequestHandler):
+    """403 for every request (page, script, websocket upgrade) addressed to a host this server is not."""
+
+    def prepare(self) -> None:
+        self.set_status(403)
+        self.finish("clowdr share: this server does not answer requests for that host\n")
+
+
+def refuse_foreign_hosts(application: Application, hosts: frozenset[str]) -> None:
+    """Put the Host check first in the application's routing, before every handler Bokeh and Panel added."""
+    application.default_router.rules.insert(0, Rule(ForeignHost(hosts), RefuseForeignHost))
 
 
 def _cannot_listen(host: str, port: int, exc: OSError) -> InputError:
@@ -55,7 +116,7 @@ def _cannot_listen(host: str, port: int, exc: OSError) -> InputError:
         return InputError("--host", f"'{host}' is not an address of this machine: nothing can listen on it")
     if exc.errno == errno.EACCES:
         return InputError("--port", f"not allowed to listen on port {port} (ports below 1024 need privileges)")
-    return InputError("--host", f"cannot listen on {host}:{port} ({exc.strerror or exc})")
+    return InputError("--host", f"cannot listen on {_url_host(host)}:{port} ({exc.strerror or exc})")
 
 
 def _check_export_target(export: str) -> None:
@@ -116,8 +177,8 @@ def serve(provdir: str | Path, host: str = "127.0.0.1", port: int = 0, debug: bo
                           show=show, start=False, title="clowdr share", verbose=False, location=False, admin=False)
     except OSError as exc:
         raise _cannot_listen(host, port, exc) from None
-    url_host = f"[{host}]" if ":" in host else host
-    url = f"http://{url_host}:{port}/"
+    refuse_foreign_hosts(server._tornado, served_hosts(host, port))   # Bokeh keeps its Tornado app there
+    url = f"http://{_url_host(host)}:{port}/"
     if announce is not None:
         announce(url)
     logger.info("serving %s at %s", location, url)
