@@ -170,6 +170,12 @@ def _run_task(args: argparse.Namespace) -> int:
                           volumes=args.volumes).exit_status
 
 
+def one_line(text: str) -> str:
+    """User text (a key, a path) as it is, except what would break or hide in the line: control characters, line
+    and paragraph separators and lone surrogates are written as escapes (\\n, \\x00, \\u2028, \\ud800)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def main(args: list[str] | None = None) -> int:
     """Parse, run, and turn clowdr's errors into one line on stderr and an exit status."""
     parser = makeparser()
@@ -193,8 +199,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         return func(namespace)
     except ClowdrError as exc:
-        one_line = str(exc).replace("\r", "\\r").replace("\n", "\\n")   # user text never breaks the line
-        print(f"clowdr {namespace.mode}: {one_line}", file=sys.stderr)
+        print(f"clowdr {namespace.mode}: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("clowdr: interrupted; tasks without a summary can be run again with --rerun incomplete",

@@ -8,11 +8,22 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 from clowdr.errors import InputError
+
+#: Linux's MAX_ARG_STRLEN (32 pages of 4 KiB, the smallest page Linux has): the most bytes one argument or one
+#: environment string can hold, its terminating NUL included. A host tool's whole command line is ONE argument
+#: (``/bin/sh -c LINE``), so neither a value nor a command line may be longer than this, less the NUL.
+MAX_ARG_STRLEN = 131072
+ARG_BYTES = MAX_ARG_STRLEN - 1
+#: The task's working directory, counted at its longest (PATH_MAX) where an output path is made absolute:
+#: validation runs before the directory exists, and what fits here fits wherever the task runs.
+WORKDIR_STAND_IN = "/" + "w" * 4094
 
 
 @dataclass
@@ -38,13 +49,175 @@ class Tool:
         unknown = sorted(set(invocation) - set(self.input_ids))
         if unknown:
             raise InputError(where, f"field '{unknown[0]}': no input with this id in {self.path.name}")
+        fault = _unreachable(invocation)
+        if fault is not None:
+            raise InputError(where, fault)
         from boutiques.localExec import addDefaultValues
 
         filled = addDefaultValues(self.descriptor, copy.deepcopy(invocation))
         error = _first_error(self._validator, filled)
         if error is not None:
             raise InputError(where, error)
+        fault = self._too_long(filled)
+        if fault is not None:
+            raise InputError(where, fault)
         return invocation
+
+    def _too_long(self, filled: dict[str, Any]) -> str | None:
+        """Why this invocation's command line cannot be spawned (too long for one argument), naming the field
+        that makes it so; None when it fits. A container tool runs its command line from a script file: only its
+        values are limited (``_unreachable``)."""
+        if (self.descriptor.get("container-image") or {}).get("image"):
+            return None
+        bound = self._room.bound(filled)
+        if bound is not None and bound <= ARG_BYTES:
+            return None                                   # the common case: no command line built here
+        size = self._command_bytes(filled)
+        if size is None or size <= ARG_BYTES:
+            return None
+        growth = {key: size - (self._command_bytes(dict(filled, **{key: _blank(value)})) or size)
+                  for key, value in filled.items()}
+        culprit = max(growth, key=lambda key: growth[key])
+        return (f"field '{culprit}': makes the command line {size} bytes, but it is passed to /bin/sh -c as one "
+                f"argument, which holds at most {ARG_BYTES} bytes (Linux MAX_ARG_STRLEN)")
+
+    def _command_bytes(self, filled: dict[str, Any]) -> int | None:
+        """The command line's length in bytes, built by Boutiques' own substitution as the worker builds it;
+        None when Boutiques cannot build it (the worker then reports that, as for any invocation)."""
+        try:
+            line = self._measurer.command_line(filled, WORKDIR_STAND_IN)
+        except Exception:  # noqa: BLE001 - Boutiques' substitution raises anything on odd descriptors
+            return None
+        return len(line.encode("utf-8"))
+
+    @cached_property
+    def _room(self) -> CommandRoom:
+        return CommandRoom.of(self.descriptor)
+
+    @cached_property
+    def _measurer(self) -> Any:
+        """A command builder that writes nothing and evaluates nothing: configuration-file contents are left out
+        (Boutiques would write them), and so are conditional output paths (Boutiques evaluates their conditions
+        with ``eval()`` of the invocation's text, which validation must not run): a line holding those is
+        measured a few path lengths short."""
+        from clowdr.command import CommandBuilder
+
+        outputs = [{k: v for k, v in o.items() if k != "file-template"}
+                   for o in self.descriptor.get("output-files") or [] if "conditional-path-template" not in o]
+        return CommandBuilder({**self.descriptor, "output-files": outputs})
+
+
+@dataclass(frozen=True)
+class CommandRoom:
+    """An upper bound on a host tool's command-line length, read once from its descriptor, so that only an
+    invocation that might not fit pays for building its command line (Boutiques' substitution costs about three
+    times the rest of the check).
+
+    Boutiques replaces each value-key of the command line with its value (flag, separator and shell quotes
+    added: a quote ' becomes 5 bytes), and each output's key with its path, whose template holds input and
+    output keys in turn (two passes). So each input's value appears at most ``copies[id]`` times, and the rest
+    of the line is at most ``fixed`` bytes.
+    """
+
+    fixed: int
+    copies: dict[str, int]
+    separators: dict[str, int]                  # input id -> bytes added per list element besides the element
+    keys: re.Pattern[str] | None                # any value-key: a value holding one is substituted again
+
+    @classmethod
+    def of(cls, descriptor: dict[str, Any]) -> CommandRoom:
+        template = str(descriptor.get("command-line", ""))
+        inputs = [i for i in descriptor.get("inputs", []) if i.get("value-key")]
+        outputs = [o for o in descriptor.get("output-files") or [] if o.get("value-key")]
+        paths = {o["id"]: _path_templates(o) for o in outputs}
+
+        def most(output: dict[str, Any], key: str) -> int:       # occurrences in its fullest alternative
+            return max((path.count(key) for path in paths[output["id"]]), default=0)
+
+        def own_text(output: dict[str, Any]) -> int:
+            absolute = len(WORKDIR_STAND_IN) + 1 if output.get("uses-absolute-path") else 0
+            return max((len(path.encode("utf-8")) for path in paths[output["id"]]), default=0) + absolute
+
+        def in_output(output: dict[str, Any], key: str) -> int:  # directly, and through another output's path
+            return most(output, key) + sum(most(output, other["value-key"]) * most(other, key) for other in outputs)
+
+        def flagged(item: dict[str, Any]) -> int:
+            flag = item.get("command-line-flag")
+            return len(f"{flag}{item.get('command-line-flag-separator', ' ')}".encode("utf-8")) if flag else 0
+
+        in_line = {o["id"]: template.count(o["value-key"]) for o in outputs}
+        output_text = {o["id"]: own_text(o) + sum(most(o, p["value-key"]) * own_text(p) for p in outputs)
+                       for o in outputs}
+        fixed = (len(template.encode("utf-8"))
+                 + sum(template.count(i["value-key"]) * flagged(i) for i in inputs)
+                 + sum(in_line[o["id"]] * (flagged(o) + 5 * output_text[o["id"]] + 2) for o in outputs))
+        copies = {i["id"]: template.count(i["value-key"]) + sum(in_line[o["id"]] * in_output(o, i["value-key"])
+                                                                for o in outputs)
+                  for i in inputs}
+        separators = {i["id"]: 2 + len(str(i.get("list-separator", " ")).encode("utf-8")) for i in inputs}
+        keys = [i["value-key"] for i in inputs] + [o["value-key"] for o in outputs]
+        pattern = re.compile("|".join(map(re.escape, keys))) if keys else None
+        return cls(fixed, copies, separators, pattern)
+
+    def bound(self, filled: dict[str, Any]) -> int | None:
+        """No fewer bytes than the command line holds; None when no bound holds (a value holds a value-key)."""
+        total = self.fixed
+        for key, value in filled.items():
+            times = self.copies.get(key, 0)
+            if not times:
+                continue
+            for element in value if isinstance(value, list) else [value]:
+                text = str(element)
+                if self.keys is not None and isinstance(element, str) and self.keys.search(text):
+                    return None
+                total += times * (len(text.encode("utf-8")) + 4 * text.count("'") + self.separators[key])
+        return total
+
+
+def _path_templates(output: dict[str, Any]) -> list[str]:
+    """Every path an output can take: its path template, or each alternative of a conditional one."""
+    if "path-template" in output:
+        return [str(output["path-template"])]
+    return [str(path) for choice in output.get("conditional-path-template") or [] for path in choice.values()]
+
+
+def _blank(value: Any) -> Any:
+    """The shortest value of the same kind: what a field adds to a command line is measured against it."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, list):
+        return []
+    return 0 if isinstance(value, (int, float)) else ""
+
+
+def _value_fault(value: Any) -> str | None:
+    """Why one value cannot reach a command line, or None: a NUL byte (C strings end there), a lone surrogate
+    (not Unicode text: it has no UTF-8 bytes), or more bytes than one argument can hold."""
+    if not isinstance(value, str):
+        return None
+    if "\x00" in value:
+        return "holds a NUL byte (\\u0000), which no command line can carry"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        return (f"holds a lone surrogate (\\u{ord(value[exc.start]):04x} at character {exc.start}), which is "
+                "not Unicode text: no command line can carry it")
+    if size > ARG_BYTES:
+        return (f"is {size} bytes, but one command-line argument holds at most {ARG_BYTES} bytes "
+                "(Linux MAX_ARG_STRLEN)")
+    return None
+
+
+def _unreachable(invocation: dict[str, Any]) -> str | None:
+    """The first value (of any type, list elements included) that no command line can carry: 'field ...: why'."""
+    for key, value in invocation.items():
+        elements = value if isinstance(value, list) else [value]
+        for number, element in enumerate(elements):
+            fault = _value_fault(element)
+            if fault is not None:
+                where = f" (element {number})" if isinstance(value, list) else ""
+                return f"field '{key}'{where}: {fault}"
+    return None
 
 
 def _first_error(validator: Any, instance: dict[str, Any], noun: str = "input") -> str | None:

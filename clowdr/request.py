@@ -76,6 +76,7 @@ class LocalRequest:
     def check(self) -> None:
         """Option faults that need no file: one line each, before anything is read or written."""
         check_volumes(self.volumes)
+        check_sweep(self.sweep)
         if self.groupby is not None and self.groupby < 1:
             raise InputError("--groupby", f"must be a positive number of tasks, got {self.groupby}")
         if self.rerun and not self.run_id:
@@ -107,6 +108,15 @@ def cli_options() -> list[tuple[tuple[str, ...], str, str, dict[str, Any]]]:
     """(flags, name, help, argparse keywords) of every option, in declaration order, for the parser."""
     return [(f.metadata["flags"], f.name, f.metadata["help"], f.metadata["argparse"])
             for f in fields(LocalRequest) if "flags" in f.metadata]
+
+
+def check_sweep(sweep: list[str]) -> None:
+    """Each input is swept once: a repeated id would multiply the product by itself (every value run N times)."""
+    seen: set[str] = set()
+    for input_id in sweep:
+        if input_id in seen:
+            raise InputError("--sweep", f"'{input_id}' is given twice: each input is swept once")
+        seen.add(input_id)
 
 
 def check_volumes(volumes: list[str]) -> None:

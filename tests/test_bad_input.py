@@ -15,14 +15,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pytest
 
-from conftest import EXAMPLES, run_clowdr, write_json
+from conftest import EXAMPLES, ROOT, Result, run_clowdr, write_json
 
 ECHO = EXAMPLES / "echo-tool.json"
 HELLO = EXAMPLES / "invocations" / "hello.json"
@@ -93,20 +96,30 @@ def assert_mentions(line: str, mentions: Iterable[Mention]) -> None:
         assert any(option in line for option in options), f"{' or '.join(map(repr, options))} not named in: {line!r}"
 
 
+def run_wrapped(wrap: Sequence[str], *args: str | Path, env: dict[str, str], timeout: float) -> Result:
+    """``run_clowdr`` inside WRAP (a command that ends by running the rest of its arguments)."""
+    if not wrap:
+        return run_clowdr(*args, env=env, timeout=timeout)
+    done = subprocess.run([*wrap, sys.executable, "-m", "clowdr", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=timeout, cwd=ROOT, check=False)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
 @pytest.fixture
 def refused(probe_dir: Path, provdir: Path, tmp_path: Path):
     """Run ``clowdr ARGS...`` and check the whole bad-input contract; return the stderr line.
 
     ``mentions``: strings the line must contain (a tuple: any one of them). ``watch``: the directory
-    that must not change (default: the test's provdir).
+    that must not change (default: the test's provdir). ``wrap``: a command to run clowdr in.
     """
     calls = iter(range(1000))
 
-    def check(*args: str | Path, mentions: Iterable[Mention] = (), watch: Path | None = None) -> str:
+    def check(*args: str | Path, mentions: Iterable[Mention] = (), watch: Path | None = None,
+              wrap: Sequence[str] = ()) -> str:
         watched = provdir if watch is None else watch
         record = tmp_path / f"probe-{next(calls)}.log"
         before = snapshot(watched)
-        result = run_clowdr(*args, env=probe_env(probe_dir, record), timeout=120)
+        result = run_wrapped(wrap, *args, env=probe_env(probe_dir, record), timeout=120)
         after = snapshot(watched)
         everything = result.stdout + result.stderr
         if "Traceback" in everything:
@@ -393,3 +406,202 @@ def test_usage_error_exits_2_without_traceback(refused, provdir, args, mention):
     args = [provdir if a == "PROVDIR" else a for a in args]
     refused(*args, mentions=[mention])
 
+
+
+# -- values no command line can carry --------------------------------------------------------------------------
+#
+# Linux limits one argument (and one environment string) to MAX_ARG_STRLEN = 131072 bytes, its NUL included, and
+# a host tool's whole command line is ONE argument (``/bin/sh -c LINE``); a NUL byte ends a C string; a lone
+# surrogate has no UTF-8 bytes. Such values used to pass validation and fail in the worker (a lone surrogate even
+# killed the Dask worker, again and again).
+
+MAX_ARG_STRLEN = 131072
+
+VALUES_TOOL = {
+    "name": "values", "tool-version": "1", "schema-version": "0.5",
+    "description": "Creates the marker file (proof that it ran), then prints its other inputs.",
+    "command-line": "touch [MARKER]; echo [TEXT] [INFILE] [FILES] [COUNT]",
+    "inputs": [
+        {"id": "marker", "name": "marker", "type": "String", "value-key": "[MARKER]"},
+        {"id": "text", "name": "text", "type": "String", "value-key": "[TEXT]", "optional": True},
+        {"id": "infile", "name": "infile", "type": "File", "value-key": "[INFILE]", "optional": True},
+        {"id": "files", "name": "files", "type": "File", "list": True, "value-key": "[FILES]", "optional": True},
+        {"id": "count", "name": "count", "type": "Number", "value-key": "[COUNT]", "optional": True},
+    ],
+}
+
+#: field -> its value as JSON text (lone surrogates can only be written so), for every kind of value a command
+#: line cannot carry, in a String input, a File input and a list element of a File list.
+UNREACHABLE = {
+    "nul-in-string": ("text", r'"a\u0000b"'),
+    "nul-in-file": ("infile", r'"data/a\u0000.txt"'),
+    "nul-in-list-element": ("files", r'["ok.txt", "b\u0000.txt"]'),
+    "high-surrogate-in-string": ("text", r'"a\ud800b"'),
+    "low-surrogate-in-file": ("infile", r'"data/\udc80.txt"'),        # would pass as a raw byte (surrogateescape)
+    "surrogate-in-list-element": ("files", r'["ok.txt", "\udfff"]'),
+    "over-128KiB-string": ("text", json.dumps("x" * MAX_ARG_STRLEN)),
+    "over-128KiB-in-bytes-not-characters": ("text", json.dumps("é" * (MAX_ARG_STRLEN // 2))),
+    "over-128KiB-list-element": ("files", json.dumps(["ok.txt", "y" * MAX_ARG_STRLEN])),
+}
+
+
+def _values_case(tmp_path: Path, values: str) -> tuple[Path, Path, Path]:
+    """The values tool, an invocation holding VALUES (JSON text of its other fields) and the marker it would create."""
+    tool = write_json(tmp_path / "values.json", VALUES_TOOL)
+    marker = tmp_path / "ran"
+    invocation = tmp_path / "inv.json"
+    invocation.write_text(f'{{"marker": {json.dumps(str(marker))}, {values}}}')
+    return tool, invocation, marker
+
+
+@pytest.mark.parametrize("case", UNREACHABLE.keys())
+def test_a_value_no_command_line_can_carry_is_refused(refused, provdir, tmp_path, case):
+    field, value = UNREACHABLE[case]
+    tool, invocation, marker = _values_case(tmp_path, f'"{field}": {value}')
+    refused("local", tool, invocation, provdir, mentions=[str(invocation), field_named(field)])
+    assert not marker.exists()
+
+
+def _quotes(size: int) -> str:
+    return json.dumps("'" * size)
+
+
+#: command lines over the limit though every value is under it: shell quoting (a ' becomes 5 bytes), a value
+#: the template repeats, many list elements, two fields together (the larger one is named).
+TOO_LONG = {
+    "quoting": (1, '"text": ' + json.dumps("'" * 30_000), "text"),
+    "repeated-key": (4, '"text": ' + json.dumps("t" * 40_000), "text"),
+    "many-list-elements": (1, '"files": ' + json.dumps([f"sub-{n:05d}/anat/T1w.nii.gz" for n in range(6000)]),
+                           "files"),
+    "two-fields": (1, '"text": ' + json.dumps("t" * 50_000) + ', "infile": ' + json.dumps("f" * 90_000), "infile"),
+}
+
+
+@pytest.mark.parametrize("case", TOO_LONG.keys())
+def test_a_command_line_over_128KiB_is_refused_naming_the_field(refused, provdir, tmp_path, case):
+    repeats, values, field = TOO_LONG[case]
+    tool, invocation, marker = _values_case(tmp_path, values)
+    line = VALUES_TOOL["command-line"].replace("[TEXT]", " ".join(["[TEXT]"] * repeats))
+    write_json(tool, dict(VALUES_TOOL, **{"command-line": line}))
+    refused_line = refused("local", tool, invocation, provdir, mentions=[str(invocation), field_named(field)])
+    assert str(MAX_ARG_STRLEN - 1) in refused_line, refused_line
+    assert not marker.exists()
+
+
+ECHO_TEXT = {
+    "name": "echo-text", "tool-version": "1", "schema-version": "0.5", "description": "Prints its text.",
+    "command-line": "echo [TEXT]",
+    "inputs": [{"id": "text", "name": "text", "type": "String", "value-key": "[TEXT]"}],
+}
+
+
+def test_the_limit_is_exact_a_command_line_of_131071_bytes_runs(clowdr, refused, provdir, tmp_path):
+    """Measured with a real spawn: the longest command line /bin/sh -c accepts runs; one byte more is refused.
+    (Letters need no shell quotes: the line is 'echo ' and the text.)"""
+    tool = write_json(tmp_path / "echo.json", ECHO_TEXT)
+    text = "x" * (MAX_ARG_STRLEN - 1 - len("echo "))
+    longest = write_json(tmp_path / "longest.json", {"text": text})
+    result = clowdr("local", tool, longest, provdir, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.summary(0)["exitcode"] == 0
+    assert len(result.summary(0)["command"].encode()) == MAX_ARG_STRLEN - 1
+    assert (result.meta / "task-0-stdout.txt").read_text() == text + "\n"
+    over = write_json(tmp_path / "over.json", {"text": text + "x"})
+    refused("local", tool, over, provdir, mentions=[str(over), field_named("text")])
+
+
+def test_a_container_tool_runs_its_long_command_line_from_a_script(clowdr, provdir, tmp_path):
+    """A container tool's command line goes into a script file, not an argument: only its values are limited."""
+    docker_tool = Path(__file__).parent / "data" / "docker-tool.json"
+    invocation = write_json(tmp_path / "inv.json", {"message": "m" * 70_000})     # twice on the line: 140 KB
+    result = clowdr("local", docker_tool, invocation, provdir, "--setup", timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_rerun_checks_its_invocations_too(refused, provdir, tmp_path):
+    """An earlier run's invocation copy edited to hold a NUL: the rerun is refused, the run left as it was."""
+    tool, invocation, _ = _values_case(tmp_path, '"text": "fine"')
+    setup = run_clowdr("local", tool, invocation, provdir, "--setup")
+    assert setup.returncode == 0, setup.stderr
+    copy = setup.meta / "inv.json"
+    copy.write_text(copy.read_text().replace('"fine"', r'"fi\u0000ne"'))
+    refused("local", tool, invocation, provdir, "--rerun", "all", "--run_id", setup.meta.parent.name,
+            mentions=[str(copy), field_named("text")])
+
+
+# -- --sweep, once more ----------------------------------------------------------------------------------------------
+
+def test_the_same_sweep_id_twice(refused, provdir, tmp_path):
+    """--sweep message --sweep message used to run every value three times (a product of the list with itself)."""
+    invocation = write_json(tmp_path / "sweep.json", {"message": ["alpha", "beta", "gamma"]})
+    refused("local", ECHO, invocation, provdir, "--sweep", "message", "--sweep", "message",
+            mentions=["--sweep", field_named("message")])
+
+
+# -- clowdr share: what it cannot serve or write ----------------------------------------------------------------
+
+def test_share_export_to_a_directory(refused, earlier_run, tmp_path):
+    provdir, _ = earlier_run
+    target = tmp_path / "reports"
+    target.mkdir()
+    refused("share", provdir, "--export", target, mentions=[str(target), "directory"], watch=provdir)
+    assert list(target.iterdir()) == []
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """``read_only(DIR)``: a command to run clowdr in so that DIR is read-only for it (root: a read-only bind
+    mount in a mount namespace of its own; otherwise DIR loses its write permission for the test)."""
+    changed: list[tuple[Path, int]] = []
+
+    def make(directory: Path) -> list[str]:
+        if os.geteuid() != 0:
+            changed.append((directory, directory.stat().st_mode))
+            directory.chmod(0o555)
+            return []
+        if not shutil.which("unshare") or subprocess.run(["unshare", "--mount", "true"], check=False).returncode:
+            pytest.skip("no mount namespace here to make a directory read-only for root")
+        script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+        return ["unshare", "--mount", "sh", "-c", script, str(directory)]
+
+    yield make
+    for directory, mode in changed:
+        directory.chmod(mode)
+
+
+def test_share_export_into_a_read_only_provdir(refused, earlier_run, read_only):
+    provdir, _ = earlier_run
+    target = provdir / "report.html"
+    refused("share", provdir, "--export", target, mentions=[str(target), "read-only"], watch=provdir,
+            wrap=read_only(provdir))
+
+
+def test_share_on_a_busy_port(refused, earlier_run):
+    provdir, _ = earlier_run
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        refused("share", provdir, "--port", port, mentions=["--port", port, "in use"], watch=provdir)
+
+
+def _not_an_address_here() -> str:
+    """An IPv4 address of no interface of this machine (TEST-NET-3): binding it fails here, nothing is sent."""
+    import psutil
+
+    own = {a.address for addresses in psutil.net_if_addrs().values() for a in addresses}
+    return next(f"203.0.113.{n}" for n in range(1, 255) if f"203.0.113.{n}" not in own)
+
+
+@pytest.mark.parametrize("port", [[], ["--port", "8050"]], ids=["free-port", "given-port"])
+def test_share_on_an_address_that_cannot_be_bound(refused, earlier_run, port):
+    provdir, _ = earlier_run
+    address = _not_an_address_here()
+    refused("share", provdir, "--host", address, *port, mentions=["--host", address], watch=provdir)
+
+
+def test_a_key_holding_a_line_separator_is_still_one_line(refused, provdir, tmp_path):
+    """Not only \\n: str.splitlines() and terminals break at U+2028 and the other separators too."""
+    invocation = tmp_path / "inv.json"
+    invocation.write_text(r'{"message": "hi", "col\u2028our\u0085s\u000b": "red"}')
+    refused("local", ECHO, invocation, provdir, mentions=[str(invocation), "our"])
