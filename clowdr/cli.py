@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from clowdr import __version__
+from clowdr.errors import LaunchStopped
 from clowdr.request import LocalRequest, cli_options
 
 REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-central-1", "eu-west-1",
@@ -95,14 +96,14 @@ def _options(args: argparse.Namespace, *leave: str) -> dict[str, object]:
 
 def _run_local(args: argparse.Namespace) -> int:
     from clowdr.engine import run_local
-    from clowdr.errors import LaunchStopped
+    from clowdr.errors import RecordError
     from clowdr.stopping import stop_on_signals
 
     request = LocalRequest.of(_options(args))
     try:
         outcome = run_local(request, stop_on_signals())
-    except LaunchStopped as stopped:
-        print(_stopped_line(request, stopped), file=sys.stderr)
+    except (LaunchStopped, RecordError) as stopped:
+        print(one_line(_stopped_line(request, stopped)), file=sys.stderr)
         if stopped.run_id:
             print(Path(request.provdir).resolve() / stopped.run_id / "clowdr")
         return stopped.exit_status
@@ -110,8 +111,8 @@ def _run_local(args: argparse.Namespace) -> int:
         print(outcome.job_script)
     if outcome.failed:
         classes = ", ".join(f"{name}: {count}" for name, count in sorted((outcome.failures or {}).items()))
-        print(f"clowdr local: {outcome.failed} of {outcome.failed + outcome.succeeded} task(s) failed ({classes})",
-              file=sys.stderr)
+        print(one_line(f"clowdr local: {outcome.failed} of {outcome.failed + outcome.succeeded} task(s) failed "
+                       f"({classes})"), file=sys.stderr)
     print(outcome.run.meta)
     return outcome.exit_status
 
@@ -123,12 +124,17 @@ def _stopped_line(request: LocalRequest, stopped: Exception) -> str:
 
     number = getattr(stopped, "signal_number", None)
     run_id = getattr(stopped, "run_id", "")
-    by = f" by {signal.Signals(number).name}" if number else ""
+    if isinstance(stopped, LaunchStopped):
+        what = "clowdr: interrupted" + (f" by {signal.Signals(number).name}" if number else "")
+    else:
+        what = f"clowdr local: {stopped}"
     if not run_id:
-        return f"clowdr: interrupted{by} before anything was written"
+        return what + ("" if not isinstance(stopped, LaunchStopped) else " before anything was written")
     again = " ".join(shlex.quote(str(a)) for a in ("clowdr", "local", request.descriptor, request.invocation,
                                                      request.provdir, "--rerun", "incomplete", "--run_id", run_id))
-    return f"clowdr: interrupted{by}; run {run_id}: {stopped}; to run them: {again}"
+    if isinstance(stopped, LaunchStopped):
+        return f"{what}; run {run_id}: {stopped}; to run them: {again}"
+    return f"{what}; run {run_id}: tasks without a summary can be run again, once there is room, with: {again}"
 
 
 def _run_cloud(args: argparse.Namespace) -> int:

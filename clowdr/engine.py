@@ -220,7 +220,7 @@ def _close_record(run: RunDir, monitor: Monitor, status: str, stop: threading.Ev
             monitor.archive_interrupted(_why_stopped(stop))
         run.end_launch(status, monitor.succeeded, monitor.failed)
     except RecordError as exc:
-        log.warning("the launch's end is not recorded (%s)", exc)
+        log.info("the launch's end is not recorded (%s)", exc)
 
 
 def _stop_tools(client: Any) -> None:
@@ -279,9 +279,13 @@ def run_started(started: Started, on_client: Callable[[Any], None] | None = None
 def run_local(req: LocalRequest, stop: threading.Event | None = None) -> Outcome:
     """``clowdr local``: plan, record, and (unless --setup) execute; ``stop`` set ends it early."""
     started = start(req, stop)
-    if req.setup:
-        launch = record(started.planned, started.run)
-        for _ in launch.steps:
-            pass
-        return Outcome(launch.run, job_script=started.planned.backend.job_script())
-    return run_started(started, stop=stop)
+    try:
+        if req.setup:
+            launch = record(started.planned, started.run)
+            for _ in launch.steps:
+                pass
+            return Outcome(launch.run, job_script=started.planned.backend.job_script())
+        return run_started(started, stop=stop)
+    except RecordError as exc:
+        exc.run_id = started.run.run_id
+        raise

@@ -605,3 +605,9 @@ def test_a_key_holding_a_line_separator_is_still_one_line(refused, provdir, tmp_
     invocation = tmp_path / "inv.json"
     invocation.write_text(r'{"message": "hi", "col\u2028our\u0085s\u000b": "red"}')
     refused("local", ECHO, invocation, provdir, mentions=[str(invocation), "our"])
+
+
+def test_local_into_a_read_only_provdir(refused, provdir, read_only):
+    """A read-only provenance directory is refused before anything starts: one line, nothing launched."""
+    line = refused("local", ECHO, HELLO, provdir, mentions=[str(provdir)], wrap=read_only(provdir))
+    assert "cannot be written" in line
