@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from clowdr import config
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
-from clowdr.monitor import Monitor, TaskState
+from clowdr.monitor import Monitor, RetryPolicy, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, select_for_rerun, writable_provdir
@@ -166,7 +166,7 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
 
 def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskState:
     return TaskState(run.task_spec(task.index, attempt, task.invocation, _workdir(planned, run, task.index),
-                                   planned.backend.shared_filesystem))
+                                   planned.backend.shared_filesystem, planned.backend.task_memory()))
 
 
 def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
@@ -194,8 +194,8 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     context = RunContext.of(launch.run.run_id, launch.backend.name, launch.tool.descriptor, launch.req.volumes,
                             launch.req.user, launch.req.simg, launch.backend.retire_margin)
     monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
-                      Progress(launch.total), config.get("retries.worker-lost"), config.get("monitor.progress-refresh"),
-                      stop)
+                      Progress(launch.total), RetryPolicy.configured(launch.req.retries),
+                      config.get("monitor.progress-refresh"), stop)
     status = "interrupted"
     try:
         monitor.start()

@@ -26,6 +26,9 @@ from clowdr.worker import run_group
 
 log = logging.getLogger("clowdr")
 MAX_REQUEUES = 20   # a task never started may go back to the queue this often (workers retiring, lost)
+#: what a summary's ``previous_attempts_ended`` says of each earlier attempt of the launch
+HISTORY_KEYS = ("attempt", "failure", "error", "exitcode", "signal", "backend", "job_id", "start_time", "hostname",
+                "worker", "memory_limit")
 
 
 @dataclass
@@ -55,11 +58,43 @@ class TaskState:
                 "hostname": where.hostname if where else None, "worker": where.worker if where else None}
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failed attempts run again, how often, and with how much memory."""
+
+    retries: int                      # further attempts a task may have
+    classes: frozenset[str]           # the failure classes that run again
+    memory_growth: float = 2.0        # an out-of-memory attempt's successor gets this much more memory...
+    max_memory: int = 0               # ...never more than this
+
+    @classmethod
+    def configured(cls, retries: int | None = None) -> "RetryPolicy":
+        """From ``retries.*`` in the config; ``retries`` (--retries) overrides ``retries.max``."""
+        from clowdr import config
+        from clowdr.backends.jobqueue import bytes_of
+
+        return cls(int(config.get("retries.max") if retries is None else retries),
+                   frozenset(str(c) for c in config.get("retries.classes") or []),
+                   float(config.get("retries.memory-growth")),
+                   bytes_of(config.get("retries.max-memory"), "clowdr.retries.max-memory"))
+
+    def next_spec(self, task: "TaskState", failure: str) -> TaskSpec | None:
+        """The spec of the task's next attempt (number still to be given), or None: the failure is final."""
+        if failure not in self.classes or len(task.history) >= self.retries:
+            return None
+        if failure != Failure.OUT_OF_MEMORY:
+            return task.spec
+        memory = task.spec.memory
+        if memory is None or memory >= self.max_memory:
+            return None                   # nothing to grow: it would fail the same way
+        return replace(task.spec, memory=min(int(memory * self.memory_growth), self.max_memory))
+
+
 class Monitor:
     """Submits task groups, records their results, resubmits lost ones; ``run()`` returns when all are final."""
 
     def __init__(self, run: RunDir, client: Any, context: RunContext, backend: Backend,
-                 groups: Iterator[list[TaskState]], total: int, progress: Progress, worker_lost_retries: int,
+                 groups: Iterator[list[TaskState]], total: int, progress: Progress, policy: RetryPolicy,
                  refresh: float, stop: threading.Event | None = None) -> None:
         self.run = run
         self.client = client
@@ -67,7 +102,7 @@ class Monitor:
         self.backend = backend
         self.groups = groups
         self.progress = progress
-        self.retries = worker_lost_retries
+        self.policy = policy
         self.refresh = refresh
         self.tasks: dict[int, TaskState] = {}
         self.stop = stop or threading.Event()
@@ -186,7 +221,28 @@ class Monitor:
                                 "failure": str(Failure.SUBMIT_ERROR), "error": message, "exitcode": None,
                                 "backend": self.backend.name, "end_time": iso(time.time()), "usage": []})
 
+    def _again(self, task: TaskState, ended: dict[str, Any], record: dict[str, Any] | None = None) -> bool:
+        """Run the task again if the policy says so: the attempt's own summary (its whole record, or how it
+        ended) goes into the attempt history first. False: this attempt is the task's last."""
+        spec = self.policy.next_spec(task, str(ended.get("failure")))
+        if spec is None:
+            return False
+        log.warning("task %d attempt %d: %s; running it again", task.index, task.attempt,
+                    ended.get("error") or ended.get("failure"))
+        if record is not None:
+            self.run.write_attempt(task.index, record, task.submit_time, task.history)
+        else:
+            self.run.write_lost_attempt(task.index, ended, task.submit_time)
+        task.history.append({k: ended.get(k) for k in HISTORY_KEYS})
+        task.spec = replace(spec, attempt=self.run.next_attempt(task.index))
+        task.started = None
+        self.running.discard(task.index)
+        return True
+
     def _finish(self, task: TaskState, record: dict[str, Any]) -> None:
+        if record.get("status") == "failed" and self._again(task, record, record):
+            self._submit([[task]])
+            return
         task.summary = self.run.write_attempt(task.index, record, task.submit_time, task.history)
         log.info("task %d attempt %d %s (exit code %s, %.3f s)", task.index, task.attempt, task.summary["status"],
                  task.summary.get("exitcode"), task.summary.get("realtime") or 0.0)
@@ -241,13 +297,7 @@ class Monitor:
             why = self.backend.explain_lost(job_id) if failure == Failure.WORKER_LOST else None
             task_failure, task_message = (why[0], f"{message}; {why[1]}") if why else (failure, message)
             ended = task.ended(task_failure, task_message, self.backend.name)
-            if failure == Failure.WORKER_LOST and len(task.history) < self.retries:
-                log.warning("task %d attempt %d: %s; submitting it again", task.index, task.attempt, task_message)
-                task.history.append(ended)
-                # the lost attempt's own summary goes into its place in the attempt history
-                self.run.write_lost_attempt(task.index, ended, task.submit_time)
-                task.spec = replace(task.spec, attempt=self.run.next_attempt(task.index))
-                task.started = None
+            if self._again(task, ended):
                 retry.append(task)
             else:
                 self._finish(task, dict(ended, task=task.index, status="failed", exitcode=None,

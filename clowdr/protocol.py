@@ -74,16 +74,17 @@ class TaskSpec:
     invocation: dict[str, Any]
     workdir: str | None = None                  # a directory on the worker (--workdir, or shared); None: scratch
     shared_logs: tuple[str, str] | None = None  # stdout, stderr files the worker may write (shared filesystem)
+    memory: int | None = None                   # bytes the tool may use, enforced by the worker (None: no limit)
 
     def to_wire(self) -> dict[str, Any]:
         return {"task": self.task, "attempt": self.attempt, "invocation": self.invocation, "workdir": self.workdir,
-                "shared_logs": self.shared_logs}
+                "shared_logs": self.shared_logs, "memory": self.memory}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "TaskSpec":
         logs = data.get("shared_logs")
         return cls(data["task"], data["attempt"], data["invocation"], data.get("workdir"),
-                   tuple(logs) if logs else None)  # type: ignore[arg-type]
+                   tuple(logs) if logs else None, data.get("memory"))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -269,11 +269,11 @@ class RunDir:
         self.write_summary(n, dict(ORIGINAL_KEYS, task=n, status="failed", submit_time=iso(submit_time), **ended))
 
     def task_spec(self, n: int, attempt: int, invocation: dict[str, Any], workdir: str | None,
-                  shared: bool) -> TaskSpec:
+                  shared: bool, memory: int | None = None) -> TaskSpec:
         """What a worker needs to run attempt ``attempt`` of task N; on a shared filesystem it writes the
         task's logs in place, elsewhere it streams them here."""
         logs = (str(self.file(n, "stdout.txt")), str(self.file(n, "stderr.txt"))) if shared else None
-        return TaskSpec(n, attempt, invocation, workdir, logs)
+        return TaskSpec(n, attempt, invocation, workdir, logs, memory)
 
     # -- attempts -------------------------------------------------------------------------------
     def next_attempt(self, n: int) -> int:

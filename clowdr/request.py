@@ -71,12 +71,17 @@ class LocalRequest:
     run_id: str | None = option("--run_id",
                                 help="The run to rerun: its directory name in provdir (YYYY-mm-dd_HH-MM-SS-XXXXXXXX).")
     s3: str | None = option("--s3", help="Amazon S3 location of remote data: s3://{bucket}/{path}.")
+    retries: int | None = option("--retries", type=int, metavar="N",
+                                 help="Run a task again up to N times after a failed attempt of a class "
+                                      "retries.classes lists (default: retries.max in the config).")
     command: list[str] = field(default_factory=lambda: list(sys.argv))   # how it was launched, for run.json
 
     def check(self) -> None:
         """Option faults that need no file: one line each, before anything is read or written."""
         check_volumes(self.volumes)
         check_sweep(self.sweep)
+        if self.retries is not None and self.retries < 0:
+            raise InputError("--retries", f"must be 0 or more, got {self.retries}")
         if self.groupby is not None and self.groupby < 1:
             raise InputError("--groupby", f"must be a positive number of tasks, got {self.groupby}")
         if self.rerun and not self.run_id:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from clowdr.backends import backend_class
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs
 from clowdr.guard import Guard
+from clowdr.limits import MemoryLimit, oom_kills
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
 from clowdr.timestamps import iso
@@ -141,7 +142,7 @@ def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunCo
         prepared = builder.prepare(spec.invocation, place.workdir, _private_dir())
         record.update(command=prepared.command, launch_command=prepared.launch,
                       container_image=prepared.container_image, container_engine=prepared.container_engine)
-        samples, figures = _spawn_and_measure(prepared, place, task, attempt, emit, context)
+        samples, figures = _spawn_and_measure(prepared, place, spec, emit, context)
     except Exception as exc:  # the tool never started: record why, keep the run going
         failure = Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container else Failure.SETUP_ERROR
         record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
@@ -159,6 +160,8 @@ def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunCo
 
 def _failure(record: dict[str, Any], prepared: Prepared, missing: list[str]) -> str | None:
     """The attempt's failure class, or None when it succeeded."""
+    if record.get("oom_killed"):
+        return str(Failure.OUT_OF_MEMORY)
     if record.get("signal"):
         return str(Failure.SIGNAL)
     if record["exitcode"] == DOCKER_ENGINE_FAILED and prepared.cidfile and not record.get("container_id"):
@@ -263,7 +266,7 @@ class LogShipper:
             os.remove(path)
 
 
-def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int, emit: Emit,
+def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: Emit,
                        context: RunContext) -> tuple[list[Sample], dict[str, Any]]:
     """Spawn, sample until exit, and take exact CPU time and block I/O from ``os.wait4``.
 
@@ -272,13 +275,18 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
     under GNU time, a tiny C program whose own child -- the tool -- has a clean high-water mark, and the
     peak RSS is what GNU time reports (without it, the sampled peak).
     """
-    sampling = context.sampling
+    task, attempt, sampling = spec.task, spec.attempt, context.sampling
     env = dict(os.environ, **prepared.env) if prepared.env else None
     gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
-    rss_file = os.path.join(_private_dir(), f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}.rss")
-    argv: str | list[str] = prepared.launch
-    if gnu_time:
-        argv = [gnu_time, "-f", "%M", "-o", rss_file, "/bin/sh", "-c", prepared.launch]
+    unique = f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}"
+    rss_file = os.path.join(_private_dir(), unique + ".rss")
+    argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
+    argv += ["/bin/sh", "-c", prepared.launch]
+    # a container's memory is the engine's to limit (container-opts: --memory); a host tool's, a cgroup's
+    limit = MemoryLimit.create(unique, spec.memory) if spec.memory and not prepared.cidfile else None
+    if limit is not None:
+        argv = limit.wrap(argv)
+    oom_kills_before = oom_kills()
     lock = place.hold(task, context.earlier_attempt_wait)
     guard = Guard.get()
     container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
@@ -286,7 +294,7 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
         with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
             shipper = place.shipper(emit, task, attempt, context)
             started = time.perf_counter()
-            proc = subprocess.Popen(argv, shell=not gnu_time, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
                                     pass_fds=(lock,) if lock is not None else ())
     finally:
@@ -316,12 +324,13 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
     peak_rss = None
     if gnu_time:
         peak_rss, code = _read_gnu_time(rss_file, code)
-    signal_name = signal.Signals(-code).name if code < 0 else None
+    signal_name = _signal_of(code)
     figures: dict[str, Any] = {
         "exitcode": code, "signal": signal_name,
         "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
         "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
-        "samples": len(samples),
+        "samples": len(samples), "memory_limit": spec.memory,
+        **_memory_verdict(limit, code, oom_kills_before),
     }
     sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
     if prepared.cidfile:
@@ -329,16 +338,44 @@ def _spawn_and_measure(prepared: Prepared, place: Place, task: int, attempt: int
         _cleanup(prepared.cidfile, prepared.script)
         return samples, figures
     cpu = rusage.ru_utime + rusage.ru_stime
+    peak_rss = max(peak_rss or 0, sampled_peak or 0) or None
     figures.update(
         user_time=round(rusage.ru_utime, 6), system_time=round(rusage.ru_stime, 6), cpu_time=round(cpu, 6),
         cpu_percent=round(cpu / realtime * 100, 1) if realtime > 0 else None,
-        peak_rss=max(peak_rss or 0, sampled_peak or 0) or None,
+        peak_rss=peak_rss,
+        # a tool's address space holds at least what was resident: a late peak the samples missed counts
+        peak_vmem=max(figures["peak_vmem"] or 0, peak_rss or 0) or None,
         read_bytes=max(rusage.ru_inblock * 512, max((s.read_bytes for s in samples), default=0)),
         write_bytes=max(rusage.ru_oublock * 512, max((s.write_bytes for s in samples), default=0)),
         measured="process-tree",
     )
     _cleanup(prepared.script)
     return samples, figures
+
+
+def _signal_of(code: int) -> str | None:
+    """The signal that ended the tool: a negative code is the process's own; 128+N is the shell's report of a
+    command it ran that signal N ended (Boutiques runs every command line through a shell)."""
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + signal.NSIG else 0
+    try:
+        return signal.Signals(number).name if number else None
+    except ValueError:
+        return None
+
+
+def _memory_verdict(limit: MemoryLimit | None, code: int, oom_kills_before: int | None) -> dict[str, Any]:
+    """Whether the tool was killed for its memory, and what the kernel says of it; the cgroup goes."""
+    if limit is not None:
+        killed, peak = limit.oom_killed(), limit.peak()
+        limit.remove()
+        if killed:
+            return {"oom_killed": True, "error": f"killed for its memory: limit {limit.limit // MIB} MiB reached "
+                                                 f"(peak {(peak or 0) // MIB} MiB)"}
+        return {}
+    after = oom_kills()
+    if code == -signal.SIGKILL and oom_kills_before is not None and after is not None and after > oom_kills_before:
+        return {"oom_killed": True, "error": "killed by SIGKILL while the kernel's OOM killer ran: out of memory"}
+    return {}
 
 
 def _reap(pid: int, guard: Guard | None) -> tuple[int, Any]:

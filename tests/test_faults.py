@@ -20,7 +20,9 @@ from typing import Iterator
 import psutil
 import pytest
 
-from conftest import ROOT, write_json
+from conftest import DATA, ROOT, write_json
+
+MIB = 1 << 20
 
 SETTLE = 15.0        # seconds the launch's processes get to go after the kill
 
@@ -162,7 +164,7 @@ def scratch_files_of(pids: list[int]) -> list[Path]:
 def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_path, provdir):
     """Three worker kills used to leave three copies of the tool running beside the fourth attempt."""
     marker = f"clowdr-test-{uuid.uuid4().hex}"
-    process = launch(tmp_path, provdir, marker, env={"DASK_CLOWDR__RETRIES__WORKER_LOST": "3"})
+    process = launch(tmp_path, provdir, marker, env={"DASK_CLOWDR__RETRIES__MAX": "3"})
     tools, pid = [], None
     for _ in range(3):
         pid = tool_pid(tmp_path, after=pid)
@@ -187,3 +189,68 @@ def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_pat
         assert lost["failure"] == "worker-lost"
         assert lost["start_time"] and lost["hostname"] and lost["worker"]
     assert survivors(tools, marker) == []
+
+
+def cgroup_limits_here() -> bool:
+    from clowdr.limits import _parent
+
+    return _parent() is not None
+
+
+def test_a_local_memory_limit_kills_the_tool_and_the_retry_with_doubled_memory_passes(clowdr, provdir, tmp_path):
+    if not cgroup_limits_here():
+        pytest.skip("no writable memory cgroup on this machine: a local memory limit cannot be enforced")
+    invocation = write_json(tmp_path / "i.json", {"mib": 100, "seconds": 0.5})
+    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-a", "mem:64")
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded"
+    assert summary["memory_limit"] == 128 * MIB and summary["peak_rss"] > 100 * MIB
+    first = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert first["failure"] == "out-of-memory" and first["memory_limit"] == 64 * MIB
+    assert "limit 64 MiB" in first["error"]
+    assert first["peak_vmem"] >= first["peak_rss"] > 0                 # never below what was resident
+    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
+
+
+def test_out_of_memory_at_the_largest_memory_allowed_is_final(clowdr, provdir, tmp_path):
+    if not cgroup_limits_here():
+        pytest.skip("no writable memory cgroup on this machine: a local memory limit cannot be enforced")
+    invocation = write_json(tmp_path / "i.json", {"mib": 100, "seconds": 0})
+    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-a", "mem:40",
+                    env={"DASK_CLOWDR__RETRIES__MAX_MEMORY": "80MiB"})
+    assert result.returncode == 1
+    summary = result.summary(0)
+    assert summary["failure"] == "out-of-memory" and summary["attempt"] == 2 and summary["memory_limit"] == 80 * MIB
+    assert "out-of-memory: 1" in result.stderr
+
+
+def test_a_tool_that_kills_its_own_process_group_is_named_by_its_signal(clowdr, provdir, tmp_path):
+    descriptor = write_json(tmp_path / "self.json", {
+        "name": "self-kill", "tool-version": "1", "schema-version": "0.5", "description": "kills its group",
+        "command-line": "kill -KILL 0 [X]",
+        "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+    result = clowdr("local", descriptor, write_json(tmp_path / "i.json", {}), provdir)
+    summary = result.summary(0)
+    assert (summary["failure"], summary["signal"]) == ("signal", "SIGKILL"), summary
+
+
+def failing_once(tmp_path: Path) -> Path:
+    return write_json(tmp_path / "once.json", {
+        "name": "fails-once", "tool-version": "1", "schema-version": "0.5", "description": "fails the first time",
+        "command-line": f"if [ -e {tmp_path}/failed ]; then exit 0; fi; touch {tmp_path}/failed; exit 3 [X]",
+        "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
+
+
+def test_a_tool_error_runs_again_only_when_asked(clowdr, provdir, tmp_path):
+    invocation = write_json(tmp_path / "i.json", {})
+    plain = clowdr("local", failing_once(tmp_path), invocation, provdir, "--retries", "3")
+    assert plain.returncode == 1 and plain.summary(0)["attempt"] == 1
+    (tmp_path / "failed").unlink()
+    asked = clowdr("local", failing_once(tmp_path), invocation, provdir, "--retries", "1",
+                   env={"DASK_CLOWDR__RETRIES__CLASSES": '["tool-error"]'})
+    assert asked.returncode == 0, asked.stderr
+    summary = asked.summary(0)
+    assert summary["attempt"] == 2 and summary["previous_attempts_ended"][0]["exitcode"] == 3
+    archived = json.loads((asked.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["failure"] == "tool-error" and archived["command"]           # its whole summary is kept

@@ -120,7 +120,7 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(sge, clowd
 
 def test_a_walltime_kill_is_recorded_as_walltime(sge, clowdr, provdir, tmp_path):
     """With the retire margin off, Grid Engine's h_rt kills the task: the record says so, not 'lost'."""
-    env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__WORKER_LOST="0")
+    env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
     result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 300}), provdir,
                     "-c", "sge", "-a", "time:0:0:15", env=env, timeout=240)
     assert result.returncode == 1, result.stderr

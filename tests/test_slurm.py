@@ -134,7 +134,7 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clo
 
 def test_a_walltime_kill_is_recorded_as_walltime(slurm, clowdr, provdir, tmp_path):
     """With the retire margin off, SLURM's time limit kills the task: the record says so, not 'lost'."""
-    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__WORKER_LOST="0")
+    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
     result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 300}), provdir,
                     "-c", "slurm", "-a", "time:0:01", env=env, timeout=240)
     assert result.returncode == 1, result.stderr

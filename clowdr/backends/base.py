@@ -52,6 +52,11 @@ class Backend(ABC):
         writes the provenance directory."""
         return bool(self.setting("shared-filesystem"))
 
+    def task_memory(self) -> int | None:
+        """Bytes each task may use where the worker itself must hold it to that (None: no limit, or the
+        scheduler enforces one per job)."""
+        return None
+
     @property
     def retire_margin(self) -> float | None:
         """Seconds before its walltime at which a worker job stops taking tasks (None: no walltime)."""

@@ -30,6 +30,21 @@ class LocalBackend(Backend):
 
     name = "local"
 
+    def task_memory(self) -> int | None:
+        """``-a mem:N`` (as for a scheduler: a plain number is MiB), else ``local.task-memory``."""
+        from clowdr.backends.jobqueue import bytes_of, parse_clusterargs
+
+        given = {key: value for key, value in parse_clusterargs(self.request.clusterargs).items()
+                 if key in ("mem", "memory")}
+        for value in given.values():
+            return bytes_of(value)
+        configured = self.setting("task-memory")
+        return bytes_of(configured, "clowdr.local.task-memory") if configured is not None else None
+
+    def check(self) -> None:
+        super().check()
+        self.task_memory()
+
     def prepare(self) -> None:
         """multiprocessing's resource tracker, which the workers' start brings up, stays in the terminal's process
         group and ignores SIGINT and SIGTERM but not SIGHUP: a hang-up would kill it, and every worker would
