@@ -21,9 +21,8 @@ from clowdr.monitor import Monitor, RetryPolicy, TaskState
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, select_for_rerun, writable_provdir
-from clowdr.request import LocalRequest
 from clowdr.protocol import RunContext
-from clowdr.worker import stop_running_tools
+from clowdr.request import LocalRequest
 
 log = logging.getLogger("clowdr")
 
@@ -103,11 +102,15 @@ def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
         raise InputError(str(run.meta), "the run has no task files (task-N.json) to rerun")
     if records:
         first = records[0]
-        tool = load_tool(run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index)))
+        descriptor = run.local_copy(str(first.definition.get("tool", "")), "tool", run.task_file(first.index))
     else:
-        tool = load_tool(run.local_copy(str(run.read_run().get("descriptor", "")), "descriptor", run.meta / "run.json"))
+        descriptor = run.local_copy(str(run.read_run().get("descriptor", "")), "descriptor", run.meta / "run.json")
+    chosen = select_for_rerun(records, req.rerun or "all")
+    if not chosen and not (unrecorded and req.rerun in ("all", "incomplete")):
+        return Tool.recorded(descriptor), [], len(records) + len(unrecorded), run   # nothing to check or run
+    tool = load_tool(descriptor)
     tasks = []
-    for record in select_for_rerun(records, req.rerun or "all"):
+    for record in chosen:
         path = run.local_copy(str(record.definition.get("invocation", "")), "invocation", run.task_file(record.index))
         invocation = tool.check_invocation(load_json(path, "invocation"), str(path))
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
@@ -225,6 +228,8 @@ def _close_record(run: RunDir, monitor: Monitor, status: str, stop: threading.Ev
 
 def _stop_tools(client: Any) -> None:
     """Stop what runs on every worker; a worker that cannot be reached has died, and its guard stopped its tools."""
+    from clowdr.worker import stop_running_tools
+
     try:
         client.run(stop_running_tools, on_error="ignore")
     except Exception as exc:
@@ -258,8 +263,22 @@ def start(req: LocalRequest, stop: threading.Event | None = None) -> Started:
     planned = validate(req)
     if stop is not None and stop.is_set():
         raise LaunchStopped("stopped before anything was written", "", getattr(stop, "signal_number", None))
-    planned.backend.prepare()      # in the main thread, before the cluster starts in another one
+    if planned.launched and not req.setup:
+        planned.backend.prepare()  # in the main thread, before the cluster starts in another one
     return Started(planned, planned.rerun or RunDir.create(req.provdir))
+
+
+def _record_only(started: Started, setup: bool) -> Outcome:
+    """--setup, or a launch with nothing to run (``--rerun failed`` when none failed): the launch is recorded,
+    no cluster is started."""
+    launch = record(started.planned, started.run)
+    for _ in launch.steps:
+        pass
+    if setup:
+        return Outcome(launch.run, job_script=started.planned.backend.job_script())
+    log.warning("no task to run")
+    launch.run.end_launch("finished", 0, 0)
+    return Outcome(launch.run)
 
 
 def run_started(started: Started, on_client: Callable[[Any], None] | None = None,
@@ -280,11 +299,8 @@ def run_local(req: LocalRequest, stop: threading.Event | None = None) -> Outcome
     """``clowdr local``: plan, record, and (unless --setup) execute; ``stop`` set ends it early."""
     started = start(req, stop)
     try:
-        if req.setup:
-            launch = record(started.planned, started.run)
-            for _ in launch.steps:
-                pass
-            return Outcome(launch.run, job_script=started.planned.backend.job_script())
+        if req.setup or not started.planned.launched:
+            return _record_only(started, req.setup)
         return run_started(started, stop=stop)
     except RecordError as exc:
         exc.run_id = started.run.run_id

@@ -22,7 +22,6 @@ from clowdr.progress import Progress
 from clowdr.protocol import Ended, Failure, RunContext, Started, TaskSpec, event_from_wire
 from clowdr.provenance import RunDir
 from clowdr.timestamps import iso
-from clowdr.worker import run_group
 
 log = logging.getLogger("clowdr")
 MAX_REQUEUES = 20   # a task never started may go back to the queue this often (workers retiring, lost)
@@ -150,6 +149,8 @@ class Monitor:
                 task.submit_time = now
                 self.running.discard(task.index)
             keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{group[0].index}-attempt-{group[0].attempt}")
+        from clowdr.worker import run_group     # the worker's module (and Boutiques' executor) only when tasks run
+
         futures = self.client.map(run_group, [[t.spec.to_wire() for t in g] for g in groups],
                                   context=self._context_future, key=keys, pure=False)
         for future, group in zip(futures, groups):

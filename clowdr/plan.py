@@ -34,6 +34,15 @@ class Tool:
     descriptor: dict[str, Any]
     _validator: Any = field(repr=False)
 
+    @classmethod
+    def recorded(cls, path: Path) -> "Tool":
+        """The descriptor of an earlier run, read, not validated again: enough to record a launch that runs
+        nothing (its invocations cannot be checked with it)."""
+        descriptor = load_json(path, "descriptor")
+        if not isinstance(descriptor, dict):
+            raise InputError(str(path), "a descriptor must be a JSON object")
+        return cls(path=path, descriptor=descriptor, _validator=None)
+
     @property
     def name(self) -> str:
         return str(self.descriptor.get("name", self.path.stem))

@@ -21,6 +21,7 @@ import string
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -94,11 +95,19 @@ def usage_csv(rows: Iterable[Iterable[Any]]) -> str:
 
 @dataclass
 class TaskRecord:
-    """What the directory says about one task (ours or the original tool's)."""
+    """What the directory says about one task (ours or the original tool's); its task file is read when asked
+    for (choosing what to rerun needs only the summaries)."""
 
     index: int
-    definition: dict[str, Any]
+    path: Path
     summary: dict[str, Any] | None
+
+    @cached_property
+    def definition(self) -> dict[str, Any]:
+        definition = read_json(self.path)
+        if not isinstance(definition, dict):
+            raise InputError(str(self.path), "task file is not a JSON object")
+        return definition
 
 
 class RunDir:
@@ -297,17 +306,15 @@ class RunDir:
     # -- reading (ours or the original tool's) ----------------------------------------------------
     def tasks(self) -> list[TaskRecord]:
         """Every task of the run, in task order, with its current summary if it has one."""
+        names = set(os.listdir(self.meta))
         records = []
-        for entry in os.scandir(self.meta):
-            match = TASK_FILE.match(entry.name)
+        for name in names:
+            match = TASK_FILE.match(name)
             if not match:
                 continue
             n = int(match.group(1))
-            definition = read_json(Path(entry.path))
-            if not isinstance(definition, dict):
-                raise InputError(entry.path, "task file is not a JSON object")
-            summary = read_json(self.file(n, "summary.json"))
-            records.append(TaskRecord(n, definition, summary if isinstance(summary, dict) else None))
+            summary = read_json(self.meta / f"task-{n}-summary.json") if f"task-{n}-summary.json" in names else None
+            records.append(TaskRecord(n, self.meta / name, summary if isinstance(summary, dict) else None))
         return sorted(records, key=lambda r: r.index)
 
     def local_copy(self, recorded_path: str, field: str, where: Path) -> Path:

@@ -44,7 +44,7 @@ LOCAL_DEFAULTS = {
     "mode": "local", "descriptor": "tool.json", "invocation": "invocations/", "provdir": "prov/",
     "verbose": False, "dev": False, "workdir": None, "volumes": None, "groupby": None, "sweep": None,
     "setup": False, "cluster": None, "clusterargs": None, "jobname": None, "simg": None, "user": False,
-    "rerun": None, "run_id": None, "s3": None, "bids": False,
+    "rerun": None, "run_id": None, "s3": None, "bids": False, "retries": None,
 }
 
 
