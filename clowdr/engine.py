@@ -245,7 +245,10 @@ def start_cluster(backend: Backend, run: RunDir) -> Any:
     """The back-end's cluster; its worker jobs' logs kept with the run where the client can see them."""
     import dask.config
 
-    dask.config.set({"distributed.scheduler.allowed-failures": config.get("scheduler.allowed-failures")})
+    dask.config.set({"distributed.scheduler.allowed-failures": config.get("scheduler.allowed-failures"),
+                     # a task group's length is unknown until one ends: counted as long, every waiting group
+                     # gets its worker job at once (up to max-jobs) instead of one job running them in turn
+                     "distributed.scheduler.default-task-durations": {"clowdr": "1h"}})
     keep_logs = backend.keeps_job_logs and backend.shared_filesystem
     return backend.start(run.meta / backend.name if keep_logs else None)
 

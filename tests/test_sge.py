@@ -23,9 +23,12 @@ def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
         time.sleep(0.5)
 
 
-def test_tasks_run_on_several_worker_jobs(sge, clowdr, provdir, invocations):
-    directory = invocations({f"i{n}.json": {"seconds": 1.5} for n in range(6)})
-    result = clowdr("local", DATA / "sleep.json", directory, provdir, "--cluster", "sge", env=LOOPBACK, timeout=240)
+def test_tasks_run_on_several_worker_jobs(sge, clowdr, provdir, invocations, tmp_path):
+    """Each task waits until tasks have run in two distinct worker jobs: it fails unless the work is shared."""
+    directory = invocations({f"i{n}.json": {"dir": str(tmp_path / "jobs"), "n": 2} for n in range(6)})
+    result = clowdr("local", DATA / "meet.json", directory, provdir, "--cluster", "sge",
+                    env=dict(LOOPBACK, DASK_CLOWDR__SGE__MAX_JOBS="2"),
+                    timeout=240)
     assert result.returncode == 0, result.stderr
     summaries = result.summaries()
     assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
@@ -63,14 +66,19 @@ def test_jobname_and_clusterargs_reach_grid_engine(sge, clowdr, provdir, tmp_pat
     assert process.returncode == 0, stderr
 
 
+def jobs() -> set[str]:
+    listed = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True).stdout.splitlines()
+    return {line.split()[0] for line in listed[2:] if line.split()}
+
+
 def test_setup_prints_the_job_script_and_submits_nothing(sge, clowdr, provdir):
-    before = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True).stdout
+    before = jobs()              # an earlier test's job may still be on its way out
     result = clowdr("local", EXAMPLES / "echo-tool.json", EXAMPLES / "invocations", provdir, "--setup", "-c", "sge",
                     "-a", "time:4:00,mem:2048,l:arch=lx-amd64", "-n", "named", env=LOOPBACK)
     assert result.returncode == 0, result.stderr
     for line in ("#$ -N named", "#$ -l h_rt=04:00:00", "#$ -l mem_free=2048M", "#$ -l arch=lx-amd64"):
         assert line in result.stdout.splitlines(), line
-    assert subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True).stdout == before
+    assert jobs() <= before      # nothing new submitted
     assert not list(result.meta.glob("task-*-summary.json"))
 
 

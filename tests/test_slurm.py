@@ -15,9 +15,11 @@ def scontrol(job_id: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in shown.split() if "=" in item)
 
 
-def test_tasks_run_on_several_worker_jobs(slurm, clowdr, provdir, invocations):
-    directory = invocations({f"i{n}.json": {"seconds": 1.5} for n in range(6)})
-    result = clowdr("local", DATA / "sleep.json", directory, provdir, "--cluster", "slurm", env=LOOPBACK,
+def test_tasks_run_on_several_worker_jobs(slurm, clowdr, provdir, invocations, tmp_path):
+    """Each task waits until tasks have run in two distinct worker jobs: it fails unless the work is shared."""
+    directory = invocations({f"i{n}.json": {"dir": str(tmp_path / "jobs"), "n": 2} for n in range(6)})
+    result = clowdr("local", DATA / "meet.json", directory, provdir, "--cluster", "slurm",
+                    env=dict(LOOPBACK, DASK_CLOWDR__SLURM__MAX_JOBS="2"),
                     timeout=240)
     assert result.returncode == 0, result.stderr
     summaries = result.summaries()
