@@ -193,6 +193,9 @@ def main(args: list[str] | None = None) -> int:
     if namespace.mode is None:
         parser.print_help()
         return 2
+    from clowdr.lean import skip_unused_imports
+
+    skip_unused_imports()
     from clowdr.progress import ProgressLogHandler
 
     handler = ProgressLogHandler(sys.stderr)

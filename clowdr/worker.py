@@ -21,13 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from clowdr.backends import backend_class
-from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs
-from clowdr.guard import Guard
-from clowdr.limits import MemoryLimit, oom_kills
-from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage
-from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler
-from clowdr.timestamps import iso
+from clowdr.lean import skip_unused_imports
+
+skip_unused_imports()     # before Boutiques, hence jsonschema, is imported: this module runs on workers
+
+from clowdr.backends import backend_class  # noqa: E402
+from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
+from clowdr.guard import Guard  # noqa: E402
+from clowdr.limits import MemoryLimit, oom_kills  # noqa: E402
+from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
+from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
+from clowdr.timestamps import iso  # noqa: E402
 
 Emit = Callable[[dict[str, Any]], None]
 STREAMS = ("stdout", "stderr")
