@@ -8,12 +8,13 @@ job scripts.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import LOOPBACK, Result, hidden_from_workers, run_clowdr, write_json
+from conftest import DATA, LOOPBACK, Result, hidden_from_workers, run_clowdr, write_json
 
 TOOL = {
     "name": "outcomes", "tool-version": "1", "schema-version": "0.5", "description": "succeeds, fails, forgets",
@@ -101,3 +102,20 @@ def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(scheduler, refused
     for summary in result.summaries().values():
         assert summary["failure"] == "submit-error" and says in summary["error"].lower(), summary
     assert result.stderr.splitlines()[-1] == "clowdr local: 2 of 2 task(s) failed (submit-error: 2)"
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_tasks_run_on_several_worker_jobs(scheduler, request, clowdr, provdir, invocations, tmp_path):
+    """Each task waits until tasks have run in two distinct worker jobs: it fails unless the work is shared."""
+    request.getfixturevalue(scheduler)
+    directory = invocations({f"i{n}.json": {"dir": str(tmp_path / "jobs"), "n": 2} for n in range(6)})
+    result = clowdr("local", DATA / "meet.json", directory, provdir, "--cluster", scheduler,
+                    env={**LOOPBACK, f"DASK_CLOWDR__{scheduler.upper()}__MAX_JOBS": "2"}, timeout=240)
+    assert result.returncode == 0, result.stderr
+    summaries = result.summaries()
+    assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
+    assert {s["backend"] for s in summaries.values()} == {scheduler}
+    jobs = {s["job_id"] for s in summaries.values()}
+    assert None not in jobs and len(jobs) >= 2                         # several worker jobs shared the work
+    assert json.loads((result.meta / "run.json").read_text())["cluster"] == scheduler
+    assert list((result.meta / scheduler).iterdir())                    # worker job logs kept with the run

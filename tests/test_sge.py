@@ -23,22 +23,6 @@ def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
         time.sleep(0.5)
 
 
-def test_tasks_run_on_several_worker_jobs(sge, clowdr, provdir, invocations, tmp_path):
-    """Each task waits until tasks have run in two distinct worker jobs: it fails unless the work is shared."""
-    directory = invocations({f"i{n}.json": {"dir": str(tmp_path / "jobs"), "n": 2} for n in range(6)})
-    result = clowdr("local", DATA / "meet.json", directory, provdir, "--cluster", "sge",
-                    env=dict(LOOPBACK, DASK_CLOWDR__SGE__MAX_JOBS="2"),
-                    timeout=240)
-    assert result.returncode == 0, result.stderr
-    summaries = result.summaries()
-    assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
-    assert {s["backend"] for s in summaries.values()} == {"sge"}
-    jobs = {s["job_id"] for s in summaries.values()}
-    assert None not in jobs and len(jobs) >= 2                         # several worker jobs shared the work
-    assert json.loads((result.meta / "run.json").read_text())["cluster"] == "sge"
-    assert list((result.meta / "sge").iterdir())                        # worker job logs kept with the run
-
-
 def test_jobname_and_clusterargs_reach_grid_engine(sge, clowdr, provdir, tmp_path):
     invocation = write_json(tmp_path / "i.json", {"seconds": 8})
     process = subprocess.Popen(

@@ -15,22 +15,6 @@ def scontrol(job_id: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in shown.split() if "=" in item)
 
 
-def test_tasks_run_on_several_worker_jobs(slurm, clowdr, provdir, invocations, tmp_path):
-    """Each task waits until tasks have run in two distinct worker jobs: it fails unless the work is shared."""
-    directory = invocations({f"i{n}.json": {"dir": str(tmp_path / "jobs"), "n": 2} for n in range(6)})
-    result = clowdr("local", DATA / "meet.json", directory, provdir, "--cluster", "slurm",
-                    env=dict(LOOPBACK, DASK_CLOWDR__SLURM__MAX_JOBS="2"),
-                    timeout=240)
-    assert result.returncode == 0, result.stderr
-    summaries = result.summaries()
-    assert len(summaries) == 6 and all(s["status"] == "succeeded" for s in summaries.values())
-    jobs = {s["job_id"] for s in summaries.values()}
-    assert None not in jobs and len(jobs) >= 2                       # several worker jobs shared the work
-    run = json.loads((result.meta / "run.json").read_text())
-    assert run["cluster"] == "slurm"
-    assert list((result.meta / "slurm").glob("*.err"))               # worker job logs kept with the run
-
-
 def test_clusterargs_and_jobname_reach_the_scheduler(slurm, clowdr, provdir, tmp_path):
     invocation = write_json(tmp_path / "i.json", {"seconds": 0})
     result = clowdr("local", DATA / "sleep.json", invocation, provdir, "-c", "slurm", "-n", "clowdr-e2e",
