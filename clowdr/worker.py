@@ -69,14 +69,16 @@ atexit.register(stop_running_tools)
 def dask_setup(worker: Any) -> None:
     """Dask preload hook, run as each worker starts (importing this module warms the first task, too).
 
-    The worker leaves the terminal's process group: a Ctrl-C reaches only the client, which stops the
-    running tools through ``stop_running_tools`` and shuts the workers down in order. Its guard (``clowdr.guard``)
-    stops them if the worker dies instead.
+    A worker process of its own (under a nanny) leaves the terminal's process group: a Ctrl-C reaches only the
+    client, which stops the running tools through ``stop_running_tools`` and shuts the workers down in order.
+    A worker without a nanny is a thread of the client (or the job script's own process): it stays where it is.
+    The process's guard (``clowdr.guard``) stops the tools if the process dies instead.
     """
-    try:
-        os.setpgid(0, 0)
-    except OSError:   # already a group or session leader
-        pass
+    if getattr(worker, "nanny", None):
+        try:
+            os.setpgid(0, 0)
+        except OSError:   # already a group or session leader
+            pass
     Guard.get()       # started now rather than with the first task
 
 

@@ -138,10 +138,12 @@ HIDE = Path(__file__).resolve().parent / "preloads" / "hide_path.py"
 
 def hidden_from_workers(provdir: Path, scratch: Path) -> dict[str, str]:
     """Environment for a local run whose workers share no filesystem with the client and cannot see PROVDIR
-    (each worker mounts an empty tmpfs over it in its own mount namespace; their scratch space is SCRATCH)."""
+    (each worker, a process of its own, mounts an empty tmpfs over it in its own mount namespace; their scratch
+    space is SCRATCH)."""
     if os.geteuid() != 0:
         pytest.skip("hiding the provenance directory from workers needs a mount namespace (root)")
     return {"DASK_CLOWDR__LOCAL__SHARED_FILESYSTEM": "false", "DASK_CLOWDR__WORKER__SCRATCH": str(scratch),
+            "DASK_CLOWDR__LOCAL__PROCESSES": "true",
             "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(HIDE)]), "CLOWDR_TEST_HIDDEN": str(provdir)}
 
 

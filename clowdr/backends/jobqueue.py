@@ -233,7 +233,7 @@ class JobqueueBackend(Backend):
         _hide_refusal_tracebacks()
         if log_directory is not None:
             log_directory.mkdir(parents=True, exist_ok=True)
-        scheduler_options = {"dashboard_address": config.get("local.dashboard-address") or ":0",
+        scheduler_options = {"dashboard_address": self.setting("dashboard-address"),
                              **(dask.config.get(f"jobqueue.{self.name}.scheduler-options", default=None) or {})}
         cluster_class = getattr(import_jobqueue(), self.cluster_class)
         cluster = cluster_class(job_cls=self._refusals.watching(cluster_class.job_cls),
