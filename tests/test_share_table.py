@@ -167,6 +167,7 @@ def test_a_partial_run_never_raises(echo_run, tmp_path):
     run = json.loads((meta / "run.json").read_text())
     run["launches"][-1]["end"] = None                                          # the launch is still going,
     run["launches"][-1]["client"] = this_client()                              # its client (this process) alive
+    run["launches"][-1]["tasks"] += [4, 5]                                     # two more tasks it launched
     (meta / "run.json").write_text(json.dumps(run))
     (meta / "task-1-summary.json").unlink()                                    # running: its logs exist
     for kind in ("summary.json", "stdout.txt", "stderr.txt", "usage.csv"):     # pending: nothing yet

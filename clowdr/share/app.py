@@ -101,7 +101,7 @@ class Dashboard:
         self.tasks, self.runs = load_tables(self.location)   # raises InputError on a bad location, before any view
         self._signature = self._stat_signature()
         self._syncing = False
-        self.run_id: str | None = self.runs[0].run_id if len(self.runs) == 1 else None   # None: every run
+        self.run_id: str | None = None       # the run drilled into; None: every run
         self.frame = self._shown_tasks()
         self.focus: int | None = None        # the task whose facts, logs and attempts are shown: the last one picked
         self._rows: list[int] = []           # the selection as last shown
@@ -171,16 +171,16 @@ class Dashboard:
             pn.Row(self.overview_pane, self.status_pane, sizing_mode="stretch_width"),
             self.status_line,
             "### Tasks (failed first)", self.table,
-            self.timeline_pane,
+            self.task_title, self.facts_pane, "**Attempts**", self.attempts_pane, logs,
             "### CPU, RAM and I/O of the selected tasks", self.usage_note, self.usage_pane,
+            self.timeline_pane,
             "### Duration and peak RAM by parameter value", pn.Row(self.param_select, self.distribution_note),
             self.distribution_pane,
-            self.task_title, self.facts_pane, "**Attempts**", self.attempts_pane, logs,
             sizing_mode="stretch_width", css_classes=["clowdr-share"])
 
     def _title(self) -> str:
-        if self.run_id is not None:
-            return f"clowdr share: run {self.run_id}"
+        if self.run_id is not None or len(self.runs) == 1:
+            return f"clowdr share: run {self.run_id or self.runs[0].run_id}"
         return f"clowdr share: all {len(self.runs)} runs" if self.runs else "clowdr share: no run yet"
 
     def _runs_note(self) -> str:
@@ -381,8 +381,6 @@ class Dashboard:
         keys = [key(r) for r in self.selected]
         focus_key = key(self.focus) if self.focus is not None and self.focus < len(self.frame) else None
         self.tasks, self.runs = tasks, runs
-        if self.run_id is None and len(runs) == 1:
-            self.run_id = runs[0].run_id                   # the first run of a provenance directory watched fill
         self._syncing = True
         try:
             self.runs_table.value = run_views.run_table(runs, tasks)

@@ -304,10 +304,11 @@ def fit_series(cpu: Figure, ram: Figure, io_fig: Figure, usage: dict[str, list[A
     """Axes from zero to the data drawn (CPU 0-100 %, the others 0-1, when nothing is drawn)."""
     start, end = span([*usage["xs"], *io["xs"]])
     cpu.x_range.update(start=start, end=end, reset_start=start, reset_end=end)     # shared by all three
-    for fig, values, empty in ((cpu, usage["cpu"], 100.0), (ram, usage["ram"], 1.0),
-                               (io_fig, [*io["read"], *io["write"]], 1.0)):
+    for fig, values, empty, drawn in ((cpu, usage["cpu"], 100.0, usage["xs"]), (ram, usage["ram"], 1.0, usage["xs"]),
+                                      (io_fig, [*io["read"], *io["write"]], 1.0, io["xs"])):
         low, high = span(values, empty=empty)
         fig.y_range.update(start=low, end=high, reset_start=low, reset_end=high)
+        fig.legend.visible = bool(len(drawn))            # no empty legend box over an empty plot
 
 
 def _legend(fig: Figure) -> None:
