@@ -20,6 +20,14 @@ from clowdr.share.app import FACTS_STYLE, STYLE, runs_table_widget, task_table_w
 from clowdr.share.table import load_attempts, load_tables, read_log_tail
 
 EXPORT_POINTS = 200
+ATTEMPTS_STYLE = """
+.clowdr-attempts th, .clowdr-attempts td {border-bottom: 1px solid #ddd; padding: 3px 8px 3px 0; font-size: 13px}
+"""
+
+
+def heading(text: str, level: int = 3) -> pn.pane.HTML:
+    """A heading as plain HTML (a Markdown pane would inline its code-highlighting stylesheet each time)."""
+    return pn.pane.HTML(f"<h{level} style='margin:8px 0 2px 0'>{html.escape(text)}</h{level}>")
 
 
 def chosen_rows(frame: pd.DataFrame, count: int) -> list[int]:
@@ -33,21 +41,21 @@ def chosen_rows(frame: pd.DataFrame, count: int) -> list[int]:
     return picked[:count]
 
 
-def task_detail(frame: pd.DataFrame, row: int, info: run_views.RunInfo | None, log_bytes: int) -> pn.Column:
-    """One task's facts, attempts and log tails, as the app shows them for the task picked."""
+def task_detail(frame: pd.DataFrame, row: int, info: run_views.RunInfo | None, log_bytes: int) -> pn.pane.HTML:
+    """One task's facts, attempts and log tails, as the app shows them for the task picked (one pane: each
+    pane of a static page carries its own copy of Panel's stylesheets)."""
     record = frame.iloc[row]
     meta, task = Path(record["meta"]), int(record["task"])
     attempts = views.attempts_table(load_attempts(meta, task, ended=record["status"] == "interrupted"))
-    panes = [pn.pane.HTML(views.log_html(*read_log_tail(meta, task, stream, log_bytes), stream),
-                          sizing_mode="stretch_width") for stream in ("stdout", "stderr")]
-    return pn.Column(
-        pn.pane.HTML(views.task_title_html(record)),
-        pn.pane.HTML(views.task_facts_html(record, info), sizing_mode="stretch_width", stylesheets=[FACTS_STYLE]),
-        f"**Attempts** ({len(attempts)})",
-        pn.pane.DataFrame(attempts, escape=True, index=False, sizing_mode="stretch_width"),
-        pn.Row(pn.Column("**stdout**", panes[0], sizing_mode="stretch_width"),
-               pn.Column("**stderr**", panes[1], sizing_mode="stretch_width"), sizing_mode="stretch_width"),
-        sizing_mode="stretch_width", css_classes=["clowdr-task-detail"])
+    logs = "".join(f"<div style='flex:1;min-width:0'><b>{stream}</b>"
+                   f"{views.log_html(*read_log_tail(meta, task, stream, log_bytes), stream)}</div>"
+                   for stream in ("stdout", "stderr"))
+    body = (views.task_title_html(record) + views.task_facts_html(record, info)
+            + f"<b>Attempts ({len(attempts)})</b>"
+            + attempts.to_html(index=False, escape=True, classes="clowdr-attempts", border=0)
+            + f"<div style='display:flex;gap:12px;margin-top:8px'>{logs}</div>")
+    return pn.pane.HTML(body, sizing_mode="stretch_width", stylesheets=[FACTS_STYLE + ATTEMPTS_STYLE],
+                        css_classes=["clowdr-task-detail"])
 
 
 def static_view(location: str | Path, usage_tasks: int = 6, log_bytes: int = 8 * 1024) -> pn.viewable.Viewable:
@@ -81,19 +89,19 @@ def static_view(location: str | Path, usage_tasks: int = 6, log_bytes: int = 8 *
     chosen = ("<i>A static export details a few tasks: failed ones first, then the longest. In this order: "
               + ", ".join(html.escape(key) for key, _ in details) + ".</i>") if details else "<i>No task yet.</i>"
     return pn.Column(
-        "## Runs", runs_table_widget(run_views.run_table(runs, tasks), css_classes=["clowdr-runs"]),
+        heading("Runs", 2), runs_table_widget(run_views.run_table(runs, tasks), css_classes=["clowdr-runs"]),
         pn.Row(pn.pane.HTML(views.overview_html(stats, title), sizing_mode="stretch_width", stylesheets=[STYLE]),
                pn.pane.Bokeh(views.status_figure(stats)), sizing_mode="stretch_width"),
-        "### Tasks (failed first)", table,
+        heading("Tasks (failed first)"), table,
         pn.pane.Bokeh(timeline, sizing_mode="stretch_width"),
-        "### Tasks in detail", pn.pane.HTML(chosen, css_classes=["clowdr-chosen"]),
+        heading("Tasks in detail"), pn.pane.HTML(chosen, css_classes=["clowdr-chosen"]),
         pn.Tabs(*details, sizing_mode="stretch_width", css_classes=["clowdr-details"]) if details
         else pn.pane.HTML(""),
-        "### CPU, RAM and I/O of these tasks",
+        heading("CPU, RAM and I/O of these tasks"),
         pn.pane.HTML(views.usage_note(frame, rows, usage, io), css_classes=["clowdr-usage-note"]),
         pn.Row(pn.pane.Bokeh(cpu, sizing_mode="stretch_width"), pn.pane.Bokeh(ram, sizing_mode="stretch_width"),
                pn.pane.Bokeh(io_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
-        "### Duration and peak RAM by parameter value", pn.pane.HTML(spread_note),
+        heading("Duration and peak RAM by parameter value"), pn.pane.HTML(spread_note),
         pn.Row(pn.pane.Bokeh(duration_fig, sizing_mode="stretch_width"),
                pn.pane.Bokeh(peak_fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
         sizing_mode="stretch_width")

@@ -37,6 +37,14 @@ def task_key(run_id: Any, task: Any) -> str:
     return f"{run_id}/task-{int(task)}"
 
 
+def short_keys(frame: pandas.DataFrame) -> list[str]:
+    """Each task's label in plots of many tasks: ``task-N`` when they are all of one run (a run id per point
+    would be most of an export's size at thousands of tasks), else ``<run id>/task-N``."""
+    if frame["run_id"].nunique() <= 1:
+        return [f"task-{int(t)}" for t in frame["task"]]
+    return [task_key(r, t) for r, t in zip(frame["run_id"], frame["task"])]
+
+
 def now_utc() -> pandas.Timestamp:
     import pandas as pd
 
@@ -188,7 +196,7 @@ def timeline_data(frame: pandas.DataFrame) -> dict[str, Any]:
     submit = frame["submit_time"].where(frame["submit_time"].notna(), start)
     return {
         "y": list(range(len(frame))),
-        "key": [task_key(r, t) for r, t in zip(frame["run_id"], frame["task"])],
+        "key": short_keys(frame),
         "status": frame["status"].astype(str).tolist(),
         "color": [STATUS_COLORS.get(s, OTHER_COLOR) for s in frame["status"]],
         "submit": _naive(pd.Series(submit)).to_numpy(),
@@ -401,6 +409,7 @@ def distribution_data(frame: pandas.DataFrame, param: str | None) -> dict[str, A
     if param is None or param not in frame.columns or frame.empty:
         return {"factors": [], "boxes": boxes, "points": points}
     labels, order = _group_labels(frame[param])
+    keys = short_keys(frame)
     measures = {column: (frame[column].astype("float64") * scale).to_numpy() for column, _, scale in MEASURES}
     position = {label: n for n, label in enumerate(order)}
     for row, label in enumerate(labels):
@@ -408,7 +417,7 @@ def distribution_data(frame: pandas.DataFrame, param: str | None) -> dict[str, A
         points["value"].append(label)
         points["x"].append(position[label] + 0.5 + offset)
         points["row"].append(row)
-        points["key"].append(task_key(frame["run_id"].iloc[row], frame["task"].iloc[row]))
+        points["key"].append(keys[row])
         for column, values in measures.items():
             points[column].append(None if math.isnan(values[row]) else round(float(values[row]), 3))
     for label in order:
