@@ -134,6 +134,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
                       "shared_filesystem": planned.backend.shared_filesystem,
+                      "requested": planned.backend.requested(),
                       "tasks": [t.index for batch in launched for t in batch], "groups": len(launched),
                       "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
     if planned.rerun is None:

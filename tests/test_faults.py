@@ -152,7 +152,7 @@ def test_a_client_killed_outright_leaves_no_tool_and_a_run_share_calls_interrupt
     from clowdr.share.table import load_tasks
 
     tasks = load_tasks(provdir)
-    assert list(tasks["status"]) == ["incomplete"]                  # not "running" forever
+    assert list(tasks["status"]) == ["interrupted"]                 # not "running" forever
     assert scratch_files_of(started) == []
 
 

@@ -166,6 +166,10 @@ class JobqueueBackend(Backend):
                           walltime=chosen["walltime"], memory=chosen["memory"], cpus=chosen["cpus"],
                           queue=chosen.get("queue"), account=chosen.get("account"), directives=directives)
 
+    def requested(self) -> dict[str, int | None]:
+        job = self.job_request()
+        return {"cpus": job.cpus, "memory": job.memory, "walltime": job.walltime}
+
     def _user_value(self, resource: str) -> list[tuple[Any, str]]:
         """(value, key) of the user's own settings for ``resource``: clowdr's key first, then dask-jobqueue's."""
         from clowdr.config import user_setting
