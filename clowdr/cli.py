@@ -13,7 +13,7 @@ from typing import Callable
 
 from clowdr import __version__
 from clowdr.errors import LaunchStopped
-from clowdr.report import LaunchReport
+from clowdr.report import LaunchReport, first_failures
 from clowdr.request import LocalRequest, cli_options
 
 REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-central-1", "eu-west-1",
@@ -125,7 +125,8 @@ def _run_local(args: argparse.Namespace) -> int:
         print(outcome.job_script)
     rerun = ("clowdr", "local", request.descriptor, request.invocation, request.provdir, "--rerun", "failed",
              "--run_id", outcome.run.run_id)
-    _report(LaunchReport(outcome.run.run_id, outcome.succeeded, outcome.failed, outcome.failed_tasks, rerun,
+    shown = first_failures(outcome.run, outcome.run.read_run()["launches"][-1]["tasks"]) if outcome.failed else []
+    _report(LaunchReport(outcome.run.run_id, outcome.succeeded, outcome.failed, outcome.failures or {}, shown, rerun,
                          setup_only=request.setup))
     print(outcome.run.meta)
     return outcome.exit_status
@@ -198,7 +199,7 @@ def _run_task(args: argparse.Namespace) -> int:
     done = run_task_files(args.tasklist, provdir=args.provdir, workdir=args.workdir, volumes=args.volumes,
                           command=list(sys.argv), announce=announce)
     rerun = ("clowdr", "task", *done.failed_files) if done.failed else None
-    _report(LaunchReport(done.run.run_id, done.succeeded, done.failed, done.failed_tasks, rerun))
+    _report(LaunchReport(done.run.run_id, done.succeeded, done.failed, done.failures, done.failed_tasks, rerun))
     print(done.run.meta)
     return done.exit_status
 

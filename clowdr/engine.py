@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,7 +35,6 @@ class Outcome:
     launched: bool = False
     job_script: str | None = None
     failures: dict[str, int] | None = None       # failed tasks by failure class
-    failed_tasks: list[dict[str, Any]] = field(default_factory=list)   # their summaries, in task order
     cancelled: bool = False                      # stopped by its owner (RunHandle.cancel) before the end
 
     @property
@@ -208,9 +207,6 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
         status = "finished"
     finally:
         outcome.succeeded, outcome.failed, outcome.failures = monitor.succeeded, monitor.failed, monitor.failures
-        outcome.failed_tasks = sorted((t.summary for t in monitor.tasks.values()
-                                       if t.summary is not None and t.summary.get("status") != "succeeded"),
-                                      key=lambda summary: int(summary.get("task", 0)))
         if status != "finished":
             monitor.cancel()
             _stop_tools(client)

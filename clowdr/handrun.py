@@ -17,6 +17,7 @@ from clowdr.errors import InputError
 from clowdr.plan import Tool, load_json, load_tool
 from clowdr.protocol import RunContext, event_from_wire
 from clowdr.provenance import TASK_FILE, RunDir, write_json
+from clowdr.report import SHOWN
 from clowdr.request import check_volumes
 from clowdr.worker import run_task
 
@@ -28,7 +29,8 @@ class HandRun:
     run: RunDir
     succeeded: int = 0
     failed: int = 0
-    failed_tasks: list[dict[str, Any]] = field(default_factory=list)   # summaries of the failed tasks
+    failures: dict[str, int] = field(default_factory=dict)             # failed tasks by failure class
+    failed_tasks: list[dict[str, Any]] = field(default_factory=list)   # summaries of the first few failed tasks
     failed_files: list[Path] = field(default_factory=list)             # their task files, to run them again
 
     @property
@@ -97,7 +99,10 @@ def run_task_files(tasklist: list[str], provdir: str | None = None, workdir: str
             else:
                 outcome.failed += 1
                 counts[1] += 1
-                outcome.failed_tasks.append(summary)
+                failure = str(summary.get("failure") or "unknown")
+                outcome.failures[failure] = outcome.failures.get(failure, 0) + 1
+                if len(outcome.failed_tasks) < SHOWN:
+                    outcome.failed_tasks.append(summary)
                 outcome.failed_files.append(run.task_file(job.index))
         status = "finished"
     finally:

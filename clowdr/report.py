@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from clowdr.provenance import RunDir
 
 #: failed tasks named one by one; the others are counted
 SHOWN = 5
@@ -20,7 +23,8 @@ class LaunchReport:
     run_id: str
     succeeded: int
     failed: int
-    failed_tasks: list[dict[str, Any]] = field(default_factory=list)   # summaries of the failed tasks
+    failures: dict[str, int] = field(default_factory=dict)      # failed tasks by failure class
+    shown: list[dict[str, Any]] = field(default_factory=list)   # summaries of the first few failed tasks
     rerun: Sequence[str] | None = None      # the command that runs the failed tasks again (None: none to give)
     setup_only: bool = False
 
@@ -33,21 +37,29 @@ class LaunchReport:
         head = f"clowdr: run {self.run_id}: {total} task(s): {self.succeeded} succeeded, {self.failed} failed"
         if not self.failed:
             return [head]
-        lines = [f"{head} ({_by_class(self.failed_tasks)})"]
-        lines += [f"  {describe_failure(summary)}" for summary in self.failed_tasks[:SHOWN]]
-        if self.failed > SHOWN:
-            lines.append(f"  ... and {self.failed - SHOWN} more failed task(s) (clowdr share shows them all)")
+        classes = ", ".join(f"{name}: {count}" for name, count in sorted(self.failures.items()))
+        lines = [f"{head} ({classes})" if classes else head]
+        lines += [f"  {describe_failure(summary)}" for summary in self.shown[:SHOWN]]
+        if self.failed > len(lines) - 1:
+            lines.append(f"  ... and {self.failed - (len(lines) - 1)} more failed task(s) (clowdr share shows them all)")
         if self.rerun:
             lines.append("clowdr: to run the failed tasks again: " + " ".join(shlex.quote(str(a)) for a in self.rerun))
         return lines
 
 
-def _by_class(failed: list[dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for summary in failed:
-        name = str(summary.get("failure") or "unknown")
-        counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+def first_failures(run: RunDir, tasks: Iterable[int], limit: int = SHOWN) -> list[dict[str, Any]]:
+    """The summaries of the first ``limit`` failed tasks among ``tasks`` (in that order), read from the record:
+    the monitor keeps nothing of a finished task, and only a run that failed is read, up to its ``limit``-th."""
+    from clowdr.provenance import read_json
+
+    found = []
+    for index in tasks:
+        summary = read_json(run.file(index, "summary.json"))
+        if isinstance(summary, dict) and summary.get("status", "failed") != "succeeded":
+            found.append(dict(summary, task=summary.get("task", index)))
+            if len(found) == limit:
+                break
+    return found
 
 
 def describe_failure(summary: dict[str, Any]) -> str:

@@ -53,7 +53,9 @@ def test_many_failures_name_the_first_few_and_count_the_rest():
     failed = [{"task": n, "failure": "tool-error" if n % 2 else "out-of-memory", "exitcode": 1 if n % 2 else None,
                "error": None if n % 2 else "killed for its memory", "stderr": f"/r/task-{n}-stderr.txt"}
               for n in range(SHOWN + 3)]
-    lines = LaunchReport("RID", 2, len(failed), failed, ["clowdr", "local", "d.json", "my invocations", "p"]).lines()
+    classes = {"out-of-memory": 4, "tool-error": 4}
+    lines = LaunchReport("RID", 2, len(failed), classes, failed[:SHOWN],
+                         ["clowdr", "local", "d.json", "my invocations", "p"]).lines()
     assert lines[0] == f"clowdr: run RID: {len(failed) + 2} task(s): 2 succeeded, {len(failed)} failed " \
                        "(out-of-memory: 4, tool-error: 4)"
     assert lines[1] == "  task 0 failed (out-of-memory): killed for its memory; log: /r/task-0-stderr.txt"
