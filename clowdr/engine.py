@@ -199,7 +199,7 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
                             launch.req.user, launch.req.simg, launch.backend.retire_margin)
     monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
                       Progress(launch.total), RetryPolicy.configured(launch.req.retries),
-                      config.get("monitor.progress-refresh"), stop)
+                      config.get("monitor.progress-refresh"), int(config.get("monitor.max-in-flight")), stop)
     status = "interrupted"
     try:
         monitor.start()

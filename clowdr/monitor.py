@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -38,7 +39,7 @@ class TaskState:
     submit_time: float = 0.0
     started: Started | None = None      # where and when the current attempt's tool started
     requeued: int = 0                   # times it went back to the queue without ever starting
-    summary: dict[str, Any] | None = None
+    finished: bool = False              # its last attempt is recorded (the monitor then forgets it)
     history: list[dict[str, Any]] = field(default_factory=list)   # how earlier attempts of this launch ended
 
     @property
@@ -94,7 +95,7 @@ class Monitor:
 
     def __init__(self, run: RunDir, client: Any, context: RunContext, backend: Backend,
                  groups: Iterator[list[TaskState]], total: int, progress: Progress, policy: RetryPolicy,
-                 refresh: float, stop: threading.Event | None = None) -> None:
+                 refresh: float, max_in_flight: int, stop: threading.Event | None = None) -> None:
         self.run = run
         self.client = client
         self.context = context
@@ -108,7 +109,8 @@ class Monitor:
         self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
-        self._ready: list[list[TaskState]] = []
+        self._ready: deque[list[TaskState]] = deque()     # recorded groups not yet handed to Dask
+        self.max_in_flight = max_in_flight
         self._submitted = 0
         self.running: set[int] = set()
         self.remaining = total
@@ -169,7 +171,7 @@ class Monitor:
         """Each attempt the stop cut short keeps its summary, in the task's attempt history: the task itself is
         left without one, for ``--rerun incomplete``."""
         for task in self.tasks.values():
-            if task.summary is None and task.started:
+            if task.started:
                 self.run.write_lost_attempt(task.index, task.ended(Failure.CANCELLED, reason, self.backend.name),
                                             task.submit_time)
                 self.run.next_attempt(task.index)
@@ -196,9 +198,11 @@ class Monitor:
                     self._fail_unstarted(self._refused)
             elif kind == "error":
                 raise item
-            if self._ready and (self._submitted == 0 or self.queue.empty()):
-                self._submit(self._ready)      # the first group at once, then whatever has accumulated
-                self._ready = []
+            room = self.max_in_flight - len(self._futures)
+            if self._ready and room > 0 and (self._submitted == 0 or self.queue.empty()):
+                # the first group at once, then whatever has accumulated, never more than max_in_flight at a time:
+                # the Dask scheduler's memory then does not grow with the size of the run
+                self._submit([self._ready.popleft() for _ in range(min(room, len(self._ready)))])
             if time.monotonic() >= next_draw:
                 self.progress.update(self.succeeded, self.failed, len(self.running))
                 next_draw = time.monotonic() + self.refresh
@@ -214,9 +218,9 @@ class Monitor:
         recorded as a submit-error (their futures withdrawn), instead of waiting forever."""
         self._refused = refused
         message = f"the scheduler refused the worker jobs: {refused}"
-        waiting = [t for t in self.tasks.values() if t.summary is None and not t.started]
+        waiting = [t for t in self.tasks.values() if not t.started]
         self.client.cancel([future for future, group in self._futures.values() if not any(t.started for t in group)])
-        self._ready = []
+        self._ready.clear()
         for task in waiting:
             self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",
                                 "failure": str(Failure.SUBMIT_ERROR), "error": message, "exitcode": None,
@@ -244,21 +248,23 @@ class Monitor:
         if record.get("status") == "failed" and self._again(task, record, record):
             self._submit([[task]])
             return
-        task.summary = self.run.write_attempt(task.index, record, task.submit_time, task.history)
-        log.info("task %d attempt %d %s (exit code %s, %.3f s)", task.index, task.attempt, task.summary["status"],
-                 task.summary.get("exitcode"), task.summary.get("realtime") or 0.0)
+        summary = self.run.write_attempt(task.index, record, task.submit_time, task.history)
+        task.finished = True
+        del self.tasks[task.index]          # nothing of a finished task stays in memory: 10,000 cost no more than 2,000
+        log.info("task %d attempt %d %s (exit code %s, %.3f s)", task.index, task.attempt, summary["status"],
+                 summary.get("exitcode"), summary.get("realtime") or 0.0)
         self.running.discard(task.index)
         self.remaining -= 1
-        if task.summary["status"] == "succeeded":
+        if summary["status"] == "succeeded":
             self.succeeded += 1
         else:
             self.failed += 1
-            failure = str(task.summary.get("failure") or "unknown")
+            failure = str(summary.get("failure") or "unknown")
             self.failures[failure] = self.failures.get(failure, 0) + 1
 
     def _current(self, task_index: int, attempt: int) -> TaskState | None:
         task = self.tasks.get(task_index)
-        if task is None or task.attempt != attempt or task.summary is not None:
+        if task is None or task.attempt != attempt:
             return None
         return task
 
@@ -278,7 +284,7 @@ class Monitor:
 
     def _handle_done(self, future: Any) -> None:
         _, group = self._futures.pop(future.key)
-        unrecorded = [t for t in group if t.summary is None and self.tasks[t.index] is t]
+        unrecorded = [t for t in group if not t.finished and self.tasks.get(t.index) is t]
         if not unrecorded:
             return
         if future.status == "finished":

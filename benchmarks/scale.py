@@ -1,0 +1,100 @@
+"""clowdr at scale: recording a large run, the client's memory, and choosing what to rerun.
+
+Run by hand:  python benchmarks/scale.py [--setup-tasks 100000] [--run-tasks 2000 10000] [--dir DIR]
+
+Prints, each measured in this run:
+- ``--setup`` of N invocations (a directory of N files) against the floor: a plain Python loop writing the same
+  number of small JSON files clowdr writes for them (a task file and an invocation copy each) on the same disk;
+- the client's peak RSS (GNU time's %M of the ``clowdr local`` process, which hosts the Dask scheduler) for runs
+  of trivial tasks of each size, and its growth between the sizes;
+- ``--rerun failed`` on the largest of those runs, where nothing failed: the whole command's time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DESCRIPTOR = {
+    "name": "trivial", "tool-version": "1", "schema-version": "0.5", "description": "echo a number",
+    "command-line": "echo [NUMBER]",
+    "inputs": [{"id": "number", "name": "n", "type": "Number", "integer": True, "value-key": "[NUMBER]"}],
+}
+
+
+def invocations(root: Path, n: int) -> tuple[Path, Path]:
+    descriptor = root / "trivial.json"
+    descriptor.write_text(json.dumps(DESCRIPTOR))
+    directory = root / f"invocations-{n}"
+    if directory.is_dir():
+        return descriptor, directory
+    directory.mkdir()
+    for i in range(n):
+        (directory / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
+    return descriptor, directory
+
+
+def clowdr(*args: str | Path) -> tuple[float, int, str]:
+    """(seconds, peak RSS in KiB, stdout) of one clowdr command under GNU time."""
+    report = tempfile.NamedTemporaryFile(delete=False)
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, sys.executable, "-m", "clowdr",
+                           *map(str, args)], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    peak = int(Path(report.name).read_text().split()[-1])
+    os.unlink(report.name)
+    if done.returncode not in (0, 1):
+        sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds, peak, done.stdout
+
+
+def floor(root: Path, files: int) -> float:
+    """Seconds a plain loop takes to write FILES small JSON files into one directory."""
+    target = root / "floor"
+    target.mkdir()
+    started = time.perf_counter()
+    for i in range(files):
+        with open(target / f"f-{i}.json", "w") as handle:
+            json.dump({"tool": "/some/where/trivial.json", "invocation": f"/some/where/inv-{i:06d}.json",
+                       "dataloc": ["localhost"], "taskloc": f"/some/where/work/task-{i}"}, handle)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup-tasks", type=int, default=100_000)
+    parser.add_argument("--run-tasks", type=int, nargs="+", default=[2000, 10_000])
+    parser.add_argument("--dir", default=str(Path(__file__).with_name("out")))
+    args = parser.parse_args()
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clowdr-scale-", dir=base) as tmp:
+        root = Path(tmp)
+        descriptor, directory = invocations(root, args.setup_tasks)
+        (root / "setup").mkdir()
+        setup, _, _ = clowdr("local", descriptor, directory, root / "setup", "--setup")
+        plain = floor(root, 2 * args.setup_tasks)
+        print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s; floor ({2 * args.setup_tasks} small JSON "
+              f"files in a loop): {plain:.1f} s; ratio {setup / plain:.2f}x")
+        peaks = []
+        for n in args.run_tasks:
+            descriptor, directory = invocations(root, n)
+            provdir = root / f"run-{n}"
+            provdir.mkdir()
+            seconds, peak, out = clowdr("local", descriptor, directory, provdir)
+            peaks.append(peak)
+            print(f"{n} tasks: {seconds:.1f} s, client peak RSS {peak / 1024:.0f} MiB")
+        print(f"client growth from {args.run_tasks[0]} to {args.run_tasks[-1]} tasks: "
+              f"{(peaks[-1] - peaks[0]) / 1024:.0f} MiB")
+        run_id = Path(out.strip().splitlines()[-1]).parent.name
+        seconds, _, _ = clowdr("local", descriptor, directory, provdir, "--rerun", "failed", "--run_id", run_id)
+        print(f"--rerun failed on the {args.run_tasks[-1]}-task run, nothing failed: {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
