@@ -50,8 +50,10 @@ def sweepTasks(taskdicts: list[dict[str, Any]], invocations: list[str],
                sweep_param: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Each task once per value of ``sweep_param`` in its invocation (a list of values).
 
-    As ``--sweep``: each derived invocation is checked against the task's descriptor and written beside the
-    invocation it came from (``<name>_sweep-K.json``); returns the derived task dictionaries and invocation files.
+    As ``--sweep`` expands one parameter (its values checked against the task's descriptor), each derived
+    invocation written beside the one it came from (``<name>_sweep-K.json``); returns the derived task
+    dictionaries and invocation files. Not validated whole: another parameter may still hold a list to sweep,
+    and the task is checked when it runs.
     """
     swept_tasks: list[dict[str, Any]] = []
     swept_invocations: list[str] = []
@@ -60,7 +62,6 @@ def sweepTasks(taskdicts: list[dict[str, Any]], invocations: list[str],
         tool = load_tool(Path(taskdict["tool"]))
         base = load_json(path, "invocation")
         for derived, name in _sweep(tool, base, path.stem, [sweep_param], str(path)):
-            tool.check_invocation(derived, f"{path} ({name})")
             target = path.parent / name
             write_json(target, derived)
             swept_tasks.append(dict(taskdict, invocation=str(target)))
