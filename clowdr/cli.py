@@ -13,6 +13,7 @@ from typing import Callable
 
 from clowdr import __version__
 from clowdr.errors import LaunchStopped
+from clowdr.report import LaunchReport, first_failures
 from clowdr.request import LocalRequest, cli_options
 
 REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "eu-central-1", "eu-west-1",
@@ -25,6 +26,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Versions(argparse.Action):
+    """``--version``: clowdr's version and its engine's, as ``run.json`` records them (from the installed
+    packages' metadata: nothing is imported)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from clowdr.provenance import versions
+
+        found = versions()
+        print(f"clowdr {__version__}; engine: dask {found['dask']}, distributed {found['distributed']}; "
+              f"boutiques {found['boutiques']}; python {found['python']}")
+        parser.exit(0)
 
 
 def _add(parser: argparse.ArgumentParser, flags: tuple[str, ...], name: str, help: str, **kwargs: object) -> None:
@@ -45,7 +59,7 @@ def makeparser() -> argparse.ArgumentParser:
     """The parser of the original tool, option for option."""
     parser = _Parser(prog="clowdr", description="Scalable deployment and provenance-rich wrapper for Boutiques "
                                                 "tools locally, on clusters, and in the cloud.")
-    parser.add_argument("--version", action="version", version=f"clowdr {__version__}")
+    parser.add_argument("--version", action=_Versions, nargs=0, default=argparse.SUPPRESS, help="show clowdr's and its engine's versions and exit")
     modes = parser.add_subparsers(dest="mode", metavar="{local,cloud,share,task}", parser_class=_Parser,
                                   help="local: run on this machine or a cluster; cloud: run on AWS; "
                                        "share: explore provenance records; task: run task files by hand.")
@@ -109,12 +123,19 @@ def _run_local(args: argparse.Namespace) -> int:
         return stopped.exit_status
     if outcome.job_script:
         print(outcome.job_script)
-    if outcome.failed:
-        classes = ", ".join(f"{name}: {count}" for name, count in sorted((outcome.failures or {}).items()))
-        print(one_line(f"clowdr local: {outcome.failed} of {outcome.failed + outcome.succeeded} task(s) failed "
-                       f"({classes})"), file=sys.stderr)
+    rerun = ("clowdr", "local", request.descriptor, request.invocation, request.provdir, "--rerun", "failed",
+             "--run_id", outcome.run.run_id)
+    shown = first_failures(outcome.run, outcome.run.read_run()["launches"][-1]["tasks"]) if outcome.failed else []
+    _report(LaunchReport(outcome.run.run_id, outcome.succeeded, outcome.failed, outcome.failures or {}, shown, rerun,
+                         setup_only=request.setup))
     print(outcome.run.meta)
     return outcome.exit_status
+
+
+def _report(report: LaunchReport) -> None:
+    """The end of a launch on stderr, terminal or not."""
+    sys.stderr.write("".join(one_line(line) + "\n" for line in report.lines()))
+    sys.stderr.flush()
 
 
 def _stopped_line(request: LocalRequest, stopped: Exception) -> str:
@@ -172,8 +193,15 @@ def _run_share(args: argparse.Namespace) -> int:
 def _run_task(args: argparse.Namespace) -> int:
     from clowdr.handrun import run_task_files
 
-    return run_task_files(args.tasklist, provdir=args.provdir, workdir=args.workdir,
-                          volumes=args.volumes).exit_status
+    def announce(line: str) -> None:
+        print(one_line(f"clowdr task: {line}"), file=sys.stderr, flush=True)
+
+    done = run_task_files(args.tasklist, provdir=args.provdir, workdir=args.workdir, volumes=args.volumes,
+                          command=list(sys.argv), announce=announce)
+    rerun = ("clowdr", "task", *done.failed_files) if done.failed else None
+    _report(LaunchReport(done.run.run_id, done.succeeded, done.failed, done.failures, done.failed_tasks, rerun))
+    print(done.run.meta)
+    return done.exit_status
 
 
 def one_line(text: str) -> str:

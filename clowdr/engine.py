@@ -35,10 +35,11 @@ class Outcome:
     launched: bool = False
     job_script: str | None = None
     failures: dict[str, int] | None = None       # failed tasks by failure class
+    cancelled: bool = False                      # stopped by its owner (RunHandle.cancel) before the end
 
     @property
     def exit_status(self) -> int:
-        return 1 if self.failed else 0
+        return 130 if self.cancelled else 1 if self.failed else 0
 
 
 @dataclass

@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from clowdr.engine import Outcome, run_started, start
+from clowdr.engine import Outcome, Started, run_started, start
+from clowdr.errors import LaunchStopped
 from clowdr.request import LocalRequest
 
 
@@ -24,8 +25,20 @@ class RunHandle:
         self.dask_dashboard_link: str | None = None
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clowdr-launch")
-        self._future: Future[Outcome] = self._pool.submit(run_started, started, self._on_client, self._stop)
+        self._future: Future[Outcome] = self._pool.submit(self._run, started)
         self._pool.shutdown(wait=False)
+
+    def _run(self, started: Started) -> Outcome:
+        """The launch to its end; stopped by ``cancel``, its outcome says so (counts from the launch's record)."""
+        try:
+            return run_started(started, self._on_client, self._stop)
+        except LaunchStopped:
+            if not self._stop.is_set():
+                raise
+            launches = started.run.read_run().get("launches") or [{}]
+            ended = launches[-1]
+            return Outcome(started.run, succeeded=int(ended.get("succeeded") or 0),
+                           failed=int(ended.get("failed") or 0), launched=True, cancelled=True)
 
     def _on_client(self, client: Any) -> None:
         self.dask_dashboard_link = client.dashboard_link
@@ -34,13 +47,15 @@ class RunHandle:
         return self._future.done()
 
     def wait(self, timeout: float | None = None) -> Outcome:
-        """Block until the run ends (or ``timeout`` seconds); its outcome, or the error that ended it."""
+        """Block until the run ends (or ``timeout`` seconds); its outcome (``cancelled`` after ``cancel()``), or
+        the error that ended it (a full disk: ``RecordError``)."""
         return self._future.result(timeout)
 
     result = wait
 
     def cancel(self) -> None:
-        """Stop the run: running tools are stopped, unfinished tasks stay without a summary (--rerun incomplete)."""
+        """Stop the run: running tools are stopped, unfinished tasks stay without a summary (--rerun incomplete);
+        ``wait()`` then returns an outcome with ``cancelled`` true (``exit_status`` 130)."""
         self._stop.set()
 
     def dashboard(self) -> Any:

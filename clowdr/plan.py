@@ -66,11 +66,20 @@ class Tool:
         filled = addDefaultValues(self.descriptor, copy.deepcopy(invocation))
         error = _first_error(self._validator, filled)
         if error is not None:
-            raise InputError(where, error)
+            raise InputError(where, error + self._sweep_hint(invocation))
         fault = self._too_long(filled)
         if fault is not None:
             raise InputError(where, fault)
         return invocation
+
+    def _sweep_hint(self, invocation: dict[str, Any]) -> str:
+        """A list where an input takes one value (a list of lists for a list input) is most often a sweep whose
+        ``--sweep`` was left out: say so, naming each such input."""
+        swept = [key for key, value in invocation.items() if isinstance(value, list) and value
+                 and (not self.input_ids[key].get("list") or all(isinstance(v, list) for v in value))]
+        if not swept:
+            return ""
+        return f" (one task per value? add {' '.join(f'--sweep {key}' for key in swept)})"
 
     def _too_long(self, filled: dict[str, Any]) -> str | None:
         """Why this invocation's command line cannot be spawned (too long for one argument), naming the field
