@@ -83,8 +83,13 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any | None:
     """A JSON file, or None when it is absent or unreadable (a partial run is a normal thing to read)."""
+    return _read_json_at(str(path))
+
+
+def _read_json_at(path: str) -> Any | None:
     try:
-        return json.loads(path.read_text())
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
     except (OSError, ValueError):
         return None
 
@@ -306,14 +311,17 @@ class RunDir:
     # -- reading (ours or the original tool's) ----------------------------------------------------
     def tasks(self) -> list[TaskRecord]:
         """Every task of the run, in task order, with its current summary if it has one."""
-        names = set(os.listdir(self.meta))
+        meta = str(self.meta)
+        names = set(os.listdir(meta))
         records = []
         for name in names:
             match = TASK_FILE.match(name)
             if not match:
                 continue
             n = int(match.group(1))
-            summary = read_json(self.meta / f"task-{n}-summary.json") if f"task-{n}-summary.json" in names else None
+            summary_name = f"task-{n}-summary.json"
+            # plain strings, not Path objects: a 10,000-task run reads 10,000 summaries to choose what to rerun
+            summary = _read_json_at(f"{meta}/{summary_name}") if summary_name in names else None
             records.append(TaskRecord(n, self.meta / name, summary if isinstance(summary, dict) else None))
         return sorted(records, key=lambda r: r.index)
 
