@@ -156,22 +156,19 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
     """Record the groups one by one, yielding those this launch runs: a new run's tasks (every one recorded,
     --dev or not), or a rerun's (recorded if they never were, their current attempt archived if they were)."""
     launched = len(planned.launched)
+    shared, memory = planned.backend.shared_filesystem, planned.backend.task_memory()    # once, not per task
     for number, batch in enumerate(planned.batches if new else planned.launched):
         states = []
         for task in batch:
+            workdir = _workdir(planned, run, task.index)
             if new or not run.task_file(task.index).exists():
-                run.record_task(task, planned.tool.path.name, _workdir(planned, run, task.index))
+                run.record_task(task, planned.tool.path.name, workdir)
                 attempt = 1
             else:
                 attempt = run.next_attempt(task.index)
-            states.append(_state(planned, run, task, attempt))
+            states.append(TaskState(run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)))
         if number < launched:
             yield states
-
-
-def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskState:
-    return TaskState(run.task_spec(task.index, attempt, task.invocation, _workdir(planned, run, task.index),
-                                   planned.backend.shared_filesystem, planned.backend.task_memory()))
 
 
 def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
