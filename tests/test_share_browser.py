@@ -95,6 +95,8 @@ def test_the_served_app_shows_runs_and_what_failed(browser_ready, two_runs, tmp_
 
             runs.filter(has_text=second.parent.name).first.click()        # drill into the run that failed
             expect(tasks).to_have_count(4, timeout=20_000)
+            overview = page.locator(".clowdr-overview h2", has_text=f"clowdr share: run {second.parent.name}")
+            overview.wait_for(timeout=20_000)                             # every view follows the run picked
             row = tasks.first.inner_text()
             assert "failed" in row and "The user asked the tool to fail." in row and FAILING_COMMAND in row
 
@@ -119,6 +121,8 @@ def test_the_served_app_shows_runs_and_what_failed(browser_ready, two_runs, tmp_
         log.close()
     assert refused == [], refused
     assert console.bad == [], console.bad
+    output = (tmp_path / "share.log").read_text()
+    assert "Traceback" not in output and "Exception" not in output, output     # no callback failed either
 
 
 def test_the_export_shows_runs_and_what_failed(browser_ready, two_runs, tmp_path):
