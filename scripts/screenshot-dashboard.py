@@ -28,10 +28,10 @@ def clowdr(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def make_runs(provdir: Path) -> str:
     """Three runs; returns the id of the last one (which has a failed task with two attempts)."""
-    echo = ROOT / "examples" / "echo-tool.json"
-    clowdr("local", echo, ROOT / "examples" / "invocations", provdir)
-    clowdr("local", echo, ROOT / "examples" / "sweep.json", provdir, "--sweep", "message", "--sweep", "repeat")
-    last = clowdr("local", echo, ROOT / "tests" / "data" / "echo-invocations", provdir)
+    echo = "examples/echo-tool.json"                     # relative to the repository: as a person types them
+    clowdr("local", echo, "examples/invocations", provdir)
+    clowdr("local", echo, "examples/sweep.json", provdir, "--sweep", "message", "--sweep", "repeat")
+    last = clowdr("local", echo, "tests/data/echo-invocations", provdir)
     meta = Path(last.stdout.strip().splitlines()[-1])
     clowdr("local", echo, meta, provdir, "--rerun", "failed", "--run_id", meta.parent.name)
     return meta.parent.name
