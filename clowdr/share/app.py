@@ -16,7 +16,7 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 import panel as pn
