@@ -136,6 +136,9 @@ def test_the_original_tools_run(tmp_path):
     table = run_table(runs, tasks)
     assert table["tool"][0] == "echo-tool" and table["version"][0] == "1.0.0"
     assert table["peak_memory_mib"][0] == 123.5
+    exported = [table.value for table in static_view(meta.parent).select(pn.widgets.Tabulator)
+                if "clowdr-runs" in table.css_classes]
+    assert list(exported[0]["tool"]) == ["echo-tool"] and list(exported[0]["version"]) == ["1.0.0"]   # the export
     facts = views.task_facts_html(views.failed_first(tasks).iloc[0], runs[0])
     assert "3: The user asked the tool to fail." in facts and "original Clowdr did not keep it" in facts
     assert "77% at most" not in facts and "50% at most" in facts      # task 1: the failed one, first

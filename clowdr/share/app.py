@@ -16,7 +16,7 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 import panel as pn
@@ -128,7 +128,7 @@ class Dashboard:
         self.io_figure = views.io_figure(self.io_source, self.cpu_figure.x_range)
         stats = views.overview(self.frame, self.runs)
         self.overview_pane = pn.pane.HTML(views.overview_html(stats, self._title()), sizing_mode="stretch_width",
-                                          stylesheets=[STYLE])
+                                          stylesheets=[STYLE], css_classes=["clowdr-overview"])
         self.status_pane = pn.pane.Bokeh(views.status_figure(stats))
         self.timeline_pane = pn.pane.Bokeh(self.timeline, sizing_mode="stretch_width")
         self.usage_note = pn.pane.HTML(views.usage_note(self.frame, [], usage, io), css_classes=["clowdr-usage-note"])
@@ -211,7 +211,14 @@ class Dashboard:
             return
         rows = list(event.new)
         ids = list(self.runs_table.value["run_id"])
-        self.show_run(ids[rows[0]] if rows and rows[0] < len(ids) else None)
+        run_id = ids[rows[0]] if rows and rows[0] < len(ids) else None
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            # Redrawing every view from inside the table's event is not done under the session's document lock
+            # (Bokeh refuses the changes): do it on the next tick, which holds it.
+            doc.add_next_tick_callback(lambda: self.show_run(run_id))
+        else:
+            self.show_run(run_id)
 
     def show_run(self, run_id: str | None) -> None:
         """Drill into one run (None: every run), its first failed task selected."""

@@ -289,8 +289,8 @@ def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float 
     info = RunInfo(run_id=run_id, meta=base, format="clowdr" if run is not None else "original")
     if run is not None:
         info.tool = run.get("tool") if isinstance(run.get("tool"), str) else None
-        launches = run.get("launches")
-        info.launches = [launch for launch in launches if isinstance(launch, dict)] if isinstance(launches, list) else []
+        launches = run.get("launches") if isinstance(run.get("launches"), list) else []
+        info.launches = [launch for launch in launches if isinstance(launch, dict)]
         info.start = run.get("start") if isinstance(run.get("start"), str) else None
     launch_of, every = info.launch_of_tasks()
     over = info.launches_over()

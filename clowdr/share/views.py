@@ -478,8 +478,8 @@ def log_html(text: str, truncated: bool, stream: str) -> str:
             f"padding:6px;margin:0'>{body}</pre>")
 
 
-ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "exit_description", "failure", "start_time", "end_time", "realtime", "hostname",
-                  "worker", "backend", "job_id", "error")
+ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "exit_description", "failure", "start_time", "end_time", "realtime",
+                  "hostname", "worker", "backend", "job_id", "error")
 
 
 def attempts_table(attempts: list[dict[str, Any]]) -> pandas.DataFrame:
