@@ -59,8 +59,15 @@ class RunHandle:
         self._stop.set()
 
     def dashboard(self) -> Any:
-        """The live dashboard of this run (a Panel object: displays in a notebook cell)."""
+        """The live dashboard of this run (a Panel object: displays in a notebook cell).
+
+        Its JavaScript (BokehJS, Panel) comes from the installed packages, inlined in the notebook, never from a
+        CDN: a notebook on a cluster node or offline shows it all the same."""
+        import panel as pn
+
         from clowdr.share.app import dashboard
+
+        pn.config.inline = True
 
         return dashboard(self.run_dir, dask_dashboard=self.dask_dashboard_link)
 
