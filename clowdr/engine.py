@@ -10,11 +10,11 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from clowdr import config
+from clowdr import config, staging
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, RetryPolicy, TaskState
@@ -81,6 +81,8 @@ def validate(req: LocalRequest) -> Planned:
         tool = load_tool(req.descriptor)
         tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
         total, rerun = len(tasks), None
+    if req.s3 and not req.setup:
+        staging.check_source(req.s3)   # the bucket and prefix exist and can be listed
     batches = group(tasks, req.groupby)
     launched = len(batches[:1] if req.dev else batches)
     backend = backend_for(req.cluster, ClusterRequest(
@@ -166,16 +168,19 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
                 attempt = 1
             else:
                 attempt = run.next_attempt(task.index)
-            states.append(TaskState(run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)))
+            spec = run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)
+            staged = staging.task_staging(planned.req.s3, task, run, shared)
+            states.append(TaskState(replace(spec, staging=staged) if staged else spec))
         if number < launched:
             yield states
 
 
 def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
-    """--workdir, else the task's directory in the run, or (no shared filesystem) scratch space on the worker."""
+    """--workdir, else the task's directory in the run, or scratch space on the worker (no shared filesystem, or
+    data staged from S3: the dataset is not copied into the provenance directory)."""
     if planned.req.workdir:
         return str(Path(planned.req.workdir).resolve())
-    return str(run.default_workdir(index)) if planned.backend.shared_filesystem else None
+    return str(run.default_workdir(index)) if planned.backend.shared_filesystem and not planned.req.s3 else None
 
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,
