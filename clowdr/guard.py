@@ -6,12 +6,12 @@ with their worker: a worker killed by SIGKILL, by the OOM killer, or ended by Da
 client vanished runs no clean-up code. So each worker process starts one guard (``python -m clowdr.guard``,
 in a session of its own, deaf to the terminal's signals) and tells it, through a pipe, of every tool it
 starts and every tool that has ended. The kernel closes that pipe when the worker dies, whatever the cause;
-the guard then kills every process group it still knows (SIGKILL), kills their containers, removes their
-scratch files, and exits. A guard that cannot be started leaves the worker as it was before guards existed
+the guard then kills every process group it still knows (SIGKILL), everything in their cgroups (a daemon that
+left its group included), kills their containers, removes their scratch files, and exits. A guard that cannot be started leaves the worker as it was before guards existed
 (logged once).
 
 Messages are JSON lines, each written whole: ``{"watch": PGID, "container": [ENGINE, CIDFILE] or null,
-"files": [...]}`` and ``{"release": PGID}``.
+"files": [...], "cgroup": PATH or null}`` and ``{"release": PGID}``.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import signal
 import subprocess
 import sys
 import threading
+
+from clowdr.limits import remove_cgroup
 
 log = logging.getLogger("clowdr")
 
@@ -61,16 +63,17 @@ class Guard:
             except OSError:   # the guard is gone (killed by hand): the tools are as before guards existed
                 pass
 
-    def watch(self, pgid: int, container: tuple[str, str] | None = None, files: tuple[str, ...] = ()) -> None:
-        """Kill process group ``pgid`` (and the container whose id docker writes to the cidfile) if this process
-        dies before ``release``; remove ``files`` then too."""
-        self._send({"watch": pgid, "container": container, "files": list(files)})
+    def watch(self, pgid: int, container: tuple[str, str] | None = None, files: tuple[str, ...] = (),
+              cgroup: str | None = None) -> None:
+        """Kill process group ``pgid`` (and the container whose id docker writes to the cidfile, and whatever is
+        in the tool's cgroup) if this process dies before ``release``; remove ``files`` then too."""
+        self._send({"watch": pgid, "container": container, "files": list(files), "cgroup": cgroup})
 
     def release(self, pgid: int) -> None:
         self._send({"release": pgid})
 
 
-def _kill(pgid: int, container: tuple[str, str] | None, files: list[str]) -> None:
+def _kill(pgid: int, container: tuple[str, str] | None, files: list[str], cgroup: str | None) -> None:
     """The files first: once the processes are seen gone, nothing of theirs is left either."""
     container_id = None
     if container:
@@ -88,6 +91,8 @@ def _kill(pgid: int, container: tuple[str, str] | None, files: list[str]) -> Non
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+    if cgroup:
+        remove_cgroup(cgroup)
     if container and container_id:
         try:
             subprocess.run([container[0], "kill", container_id], stdout=subprocess.DEVNULL,
@@ -100,7 +105,7 @@ def main() -> None:
     """Read the worker's messages until the pipe closes, then kill what is still watched."""
     for name in ("SIGINT", "SIGHUP", "SIGQUIT"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    watched: dict[int, tuple[tuple[str, str] | None, list[str]]] = {}
+    watched: dict[int, tuple[tuple[str, str] | None, list[str], str | None]] = {}
     for line in sys.stdin.buffer:
         try:
             message = json.loads(line)
@@ -108,11 +113,12 @@ def main() -> None:
             continue
         if "watch" in message:
             container = message.get("container")
-            watched[int(message["watch"])] = (tuple(container) if container else None, message.get("files") or [])
+            watched[int(message["watch"])] = (tuple(container) if container else None, message.get("files") or [],
+                                              message.get("cgroup"))
         else:
             watched.pop(int(message.get("release", -1)), None)
-    for pgid, (container, files) in watched.items():
-        _kill(pgid, container, files)
+    for pgid, (container, files, cgroup) in watched.items():
+        _kill(pgid, container, files, cgroup)
 
 
 if __name__ == "__main__":

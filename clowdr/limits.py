@@ -1,11 +1,14 @@
-"""A memory limit for one attempt of a tool run on this machine, and a true account of an out-of-memory kill.
+"""A cgroup for each attempt of a tool run on this machine: everything the tool starts stays countable and
+killable (even a daemon that left its session with ``setsid``), a memory limit can be held, and an
+out-of-memory kill is told truly.
 
-Where no scheduler enforces memory (the local back-end), an attempt with a memory limit runs in a memory
-cgroup of its own, made under this process's own cgroup: the cgroup v1 memory controller, or cgroup v2 where
-the memory controller is enabled for children there. The tool's first process moves itself into it before it
-becomes the tool (so everything it starts is counted), the kernel kills it when the limit is reached, and the
-cgroup's own counters then say so (``oom_kill``) and give the peak. Where no such cgroup can be made, the
-limit cannot be enforced: said once, and the attempt runs without it.
+The cgroup is made under this process's own: in the cgroup v1 memory hierarchy, or in the unified (v2) one
+(where a memory limit needs the memory controller enabled for children there). The tool's shell writes its own
+pid into it before it runs the tool's command, so everything the command starts is in it; when the tool ends,
+whatever is left in it is killed, and the worker's guard does the same if the worker dies first. With a limit
+the kernel kills the tool when it is reached, and the cgroup's own counters then say so (``oom_kill``) and give
+the peak. Where no such cgroup can be made, tools are still stopped by process group (a ``setsid`` daemon then
+escapes), and a limit cannot be enforced: said once, and the attempt runs without it.
 
 Without a limit, a tool killed by the kernel's OOM killer is still named for it: the machine's ``oom_kill``
 count (``/proc/vmstat``) grew while it ran and it died of SIGKILL.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger("clowdr")
@@ -34,8 +38,9 @@ def _own_cgroups() -> dict[str, str]:
     return found
 
 
-def _parent() -> tuple[Path, str] | None:
-    """Where attempt cgroups go, and the cgroup version there ("v1" or "v2"), or None."""
+def _parent(memory: bool) -> tuple[Path, str] | None:
+    """Where attempt cgroups go, and the cgroup version there ("v1" or "v2"), or None. ``memory``: one that can
+    hold a memory limit."""
     own = _own_cgroups()
     if "memory" in own:
         parent = ROOT / "memory" / own["memory"].lstrip("/")
@@ -47,41 +52,42 @@ def _parent() -> tuple[Path, str] | None:
             enabled = (parent / "cgroup.subtree_control").read_text().split()
         except OSError:
             enabled = []
-        if "memory" in enabled and os.access(parent, os.W_OK):
+        if ("memory" in enabled or not memory) and os.access(parent, os.W_OK):
             return parent, "v2"
     return None
 
 
-class MemoryLimit:
-    """The cgroup of one attempt, limited to ``limit`` bytes."""
+class TaskCgroup:
+    """The cgroup of one attempt, limited to ``limit`` bytes if a limit is given."""
 
-    def __init__(self, path: Path, version: str, limit: int) -> None:
+    def __init__(self, path: Path, version: str, limit: int | None) -> None:
         self.path, self.version, self.limit = path, version, limit
 
     @classmethod
-    def create(cls, name: str, limit: int) -> "MemoryLimit | None":
+    def create(cls, name: str, limit: int | None) -> "TaskCgroup | None":
         global _warned
-        found = _parent()
+        found = _parent(memory=limit is not None)
         try:
             if found is None:
-                raise OSError("no writable memory cgroup")
+                raise OSError("no writable cgroup")
             parent, version = found
             path = parent / name
             path.mkdir()
-            limit_file = "memory.limit_in_bytes" if version == "v1" else "memory.max"
-            (path / limit_file).write_text(str(limit))
-            if version == "v2":
-                (path / "memory.swap.max").write_text("0")
+            if limit is not None:
+                (path / ("memory.limit_in_bytes" if version == "v1" else "memory.max")).write_text(str(limit))
+                if version == "v2":
+                    (path / "memory.swap.max").write_text("0")
             return cls(path, version, limit)
         except OSError as exc:
-            if not _warned:
+            if limit is not None and not _warned:
                 log.warning("tasks cannot be held to a memory limit on this machine (%s); they run without one", exc)
                 _warned = True
             return None
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` started by a shell that first moves itself into this cgroup (its children are then counted)."""
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *argv]
+    def join_first(self, command: str) -> str:
+        """``command`` for ``/bin/sh -c`` that first moves the shell into this cgroup (what it starts is then
+        in it too); a shell that cannot join runs nothing (exit 125)."""
+        return f"echo $$ > '{self.path / 'cgroup.procs'}' || exit 125\n{command}"
 
     def _read(self, name: str) -> str:
         try:
@@ -99,16 +105,30 @@ class MemoryLimit:
         return int(text) if text.isdigit() else None
 
     def remove(self) -> None:
-        """Kill whatever is left in it, then remove it."""
-        for pid in self._read("cgroup.procs").split():
+        """Kill whatever is left in it (a process forking meanwhile is caught by the next pass), then remove it."""
+        remove_cgroup(str(self.path))
+
+
+def remove_cgroup(path: str) -> None:
+    """Kill every process in the cgroup at ``path``, then remove it (also the guard's way, by path)."""
+    for _ in range(20):
+        try:
+            with open(f"{path}/cgroup.procs") as handle:
+                pids = handle.read().split()
+        except OSError:
+            return
+        if not pids:
+            break
+        for pid in pids:
             try:
                 os.kill(int(pid), 9)
             except OSError:
                 pass
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass
+        time.sleep(0.005)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def oom_kills() -> int | None:

@@ -28,7 +28,7 @@ skip_unused_imports()     # before Boutiques, hence jsonschema, is imported: thi
 from clowdr.backends import backend_class  # noqa: E402
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
 from clowdr.guard import Guard  # noqa: E402
-from clowdr.limits import MemoryLimit, oom_kills  # noqa: E402
+from clowdr.limits import TaskCgroup, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
 from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
@@ -313,12 +313,10 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
     unique = f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}"
     rss_file = os.path.join(_private_dir(), unique + ".rss")
+    # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's
+    cgroup = None if prepared.cidfile else TaskCgroup.create(unique, spec.memory)
     argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
-    argv += ["/bin/sh", "-c", prepared.launch]
-    # a container's memory is the engine's to limit (container-opts: --memory); a host tool's, a cgroup's
-    limit = MemoryLimit.create(unique, spec.memory) if spec.memory and not prepared.cidfile else None
-    if limit is not None:
-        argv = limit.wrap(argv)
+    argv += ["/bin/sh", "-c", cgroup.join_first(prepared.launch) if cgroup else prepared.launch]
     oom_kills_before = oom_kills()
     lock = place.hold(task, context.earlier_attempt_wait)
     guard = Guard.get()
@@ -334,7 +332,8 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
         if lock is not None:
             os.close(lock)         # the tool's processes hold it now: the lock lasts as long as any of them
     if guard is not None:
-        guard.watch(proc.pid, container, tuple(p for p in (gnu_time and rss_file, prepared.cidfile) if p))
+        guard.watch(proc.pid, container, tuple(p for p in (gnu_time and rss_file, prepared.cidfile) if p),
+                    str(cgroup.path) if cgroup else None)
     _running[proc.pid] = container
     target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
     sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
@@ -363,7 +362,7 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
         "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
         "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
         "samples": len(samples), "memory_limit": spec.memory,
-        **_memory_verdict(limit, code, oom_kills_before),
+        **_memory_verdict(cgroup, code, oom_kills_before),
     }
     sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
     if prepared.cidfile:
@@ -396,13 +395,17 @@ def _signal_of(code: int) -> str | None:
         return None
 
 
-def _memory_verdict(limit: MemoryLimit | None, code: int, oom_kills_before: int | None) -> dict[str, Any]:
-    """Whether the tool was killed for its memory, and what the kernel says of it; the cgroup goes."""
-    if limit is not None:
-        killed, peak = limit.oom_killed(), limit.peak()
-        limit.remove()
+def _memory_verdict(cgroup: TaskCgroup | None, code: int, oom_kills_before: int | None) -> dict[str, Any]:
+    """Whether the tool was killed for its memory, and what the kernel says of it; the cgroup goes, with
+    whatever the tool left running in it."""
+    if cgroup is not None:
+        killed, peak = cgroup.oom_killed(), cgroup.peak()
+        cgroup.remove()
+        if killed and cgroup.limit is not None:
+            return {"oom_killed": True, "error": f"killed for its memory: limit {cgroup.limit // MIB} MiB reached "
+                                                 f"(peak {(peak or 0) // MIB} MiB)"}
         if killed:
-            return {"oom_killed": True, "error": f"killed for its memory: limit {limit.limit // MIB} MiB reached "
+            return {"oom_killed": True, "error": f"killed by the kernel's OOM killer: out of memory "
                                                  f"(peak {(peak or 0) // MIB} MiB)"}
         return {}
     after = oom_kills()
