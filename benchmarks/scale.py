@@ -1,10 +1,12 @@
 """clowdr at scale: recording a large run, the client's memory, and choosing what to rerun.
 
-Run by hand:  python benchmarks/scale.py [--setup-tasks 100000] [--run-tasks 2000 10000] [--dir DIR]
+Run by hand:  python benchmarks/scale.py [--setup-tasks 100000] [--setup-repeat 3] [--run-tasks 2000 10000]
+              [--dir DIR]
 
 Prints, each measured in this run:
 - ``--setup`` of N invocations (a directory of N files) against the floor: a plain Python loop writing the same
-  number of small JSON files clowdr writes for them (a task file and an invocation copy each) on the same disk;
+  number of small JSON files clowdr writes for them (a task file and an invocation copy each) on the same disk,
+  alternated, and the median of the ratios;
 - the client's peak RSS (GNU time's %M of the ``clowdr local`` process, which hosts the Dask scheduler) for runs
   of trivial tasks of each size, and its growth between the sizes;
 - ``--rerun failed`` on the largest of those runs, where nothing failed: the whole command's time.
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,21 +57,23 @@ def clowdr(*args: str | Path) -> tuple[float, int, str]:
     return seconds, peak, done.stdout
 
 
-def floor(root: Path, files: int) -> float:
-    """Seconds a plain loop takes to write FILES small JSON files into one directory."""
-    target = root / "floor"
+def floor(target: Path, files: int) -> float:
+    """Seconds a plain loop takes to write FILES small JSON files into the new directory TARGET (then removed)."""
     target.mkdir()
     started = time.perf_counter()
     for i in range(files):
         with open(target / f"f-{i}.json", "w") as handle:
             json.dump({"tool": "/some/where/trivial.json", "invocation": f"/some/where/inv-{i:06d}.json",
                        "dataloc": ["localhost"], "taskloc": f"/some/where/work/task-{i}"}, handle)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    shutil.rmtree(target)
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup-tasks", type=int, default=100_000)
+    parser.add_argument("--setup-repeat", type=int, default=3, help="--setup and floor measurements, alternated")
     parser.add_argument("--run-tasks", type=int, nargs="+", default=[2000, 10_000])
     parser.add_argument("--dir", default=str(Path(__file__).with_name("out")))
     args = parser.parse_args()
@@ -76,11 +82,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clowdr-scale-", dir=base) as tmp:
         root = Path(tmp)
         descriptor, directory = invocations(root, args.setup_tasks)
-        (root / "setup").mkdir()
-        setup, _, _ = clowdr("local", descriptor, directory, root / "setup", "--setup")
-        plain = floor(root, 2 * args.setup_tasks)
-        print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s; floor ({2 * args.setup_tasks} small JSON "
-              f"files in a loop): {plain:.1f} s; ratio {setup / plain:.2f}x")
+        ratios = []
+        for rep in range(1, args.setup_repeat + 1):
+            # the floor and clowdr alternate which goes first: this disk's cost of creating a file drifts
+            # ten-fold over minutes, and one measurement each would compare two different disks
+            plain_first = floor(root / f"floor-{rep}-a", 2 * args.setup_tasks) if rep % 2 else None
+            (root / f"setup-{rep}").mkdir()
+            setup, _, _ = clowdr("local", descriptor, directory, root / f"setup-{rep}", "--setup")
+            plain = plain_first if plain_first is not None else floor(root / f"floor-{rep}-b", 2 * args.setup_tasks)
+            shutil.rmtree(root / f"setup-{rep}")
+            ratios.append(setup / plain)
+            print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s; floor ({2 * args.setup_tasks} small "
+                  f"JSON files in a loop): {plain:.1f} s; ratio {setup / plain:.2f}x", flush=True)
+        print(f"--setup: median ratio to the floor over {len(ratios)}: {statistics.median(ratios):.2f}x")
         peaks = []
         for n in args.run_tasks:
             descriptor, directory = invocations(root, n)

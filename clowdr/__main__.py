@@ -1,6 +1,4 @@
 """``python -m clowdr``."""
-import sys
+from clowdr.cli import main_exit
 
-from clowdr.cli import main
-
-sys.exit(main())
+main_exit()

@@ -10,11 +10,11 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from clowdr import config
+from clowdr import config, staging
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, RetryPolicy, TaskState
@@ -81,6 +81,8 @@ def validate(req: LocalRequest) -> Planned:
         tool = load_tool(req.descriptor)
         tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
         total, rerun = len(tasks), None
+    if req.s3 and not req.setup:
+        staging.check_source(req.s3)   # the bucket and prefix exist and can be listed
     batches = group(tasks, req.groupby)
     launched = len(batches[:1] if req.dev else batches)
     backend = backend_for(req.cluster, ClusterRequest(
@@ -135,6 +137,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
                       "shared_filesystem": planned.backend.shared_filesystem,
+                      "requested": planned.backend.requested(),
                       "tasks": [t.index for batch in launched for t in batch], "groups": len(launched),
                       "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
     if planned.rerun is None:
@@ -155,29 +158,29 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
     """Record the groups one by one, yielding those this launch runs: a new run's tasks (every one recorded,
     --dev or not), or a rerun's (recorded if they never were, their current attempt archived if they were)."""
     launched = len(planned.launched)
+    shared, memory = planned.backend.shared_filesystem, planned.backend.task_memory()    # once, not per task
     for number, batch in enumerate(planned.batches if new else planned.launched):
         states = []
         for task in batch:
+            workdir = _workdir(planned, run, task.index)
             if new or not run.task_file(task.index).exists():
-                run.record_task(task, planned.tool.path.name, _workdir(planned, run, task.index))
+                run.record_task(task, planned.tool.path.name, workdir)
                 attempt = 1
             else:
                 attempt = run.next_attempt(task.index)
-            states.append(_state(planned, run, task, attempt))
+            spec = run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)
+            staged = staging.task_staging(planned.req.s3, task, run, shared)
+            states.append(TaskState(replace(spec, staging=staged) if staged else spec))
         if number < launched:
             yield states
 
 
-def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskState:
-    return TaskState(run.task_spec(task.index, attempt, task.invocation, _workdir(planned, run, task.index),
-                                   planned.backend.shared_filesystem, planned.backend.task_memory()))
-
-
 def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
-    """--workdir, else the task's directory in the run, or (no shared filesystem) scratch space on the worker."""
+    """--workdir, else the task's directory in the run, or scratch space on the worker (no shared filesystem, or
+    data staged from S3: the dataset is not copied into the provenance directory)."""
     if planned.req.workdir:
         return str(Path(planned.req.workdir).resolve())
-    return str(run.default_workdir(index)) if planned.backend.shared_filesystem else None
+    return str(run.default_workdir(index)) if planned.backend.shared_filesystem and not planned.req.s3 else None
 
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,

@@ -110,6 +110,9 @@ class Monitor:
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
         self._ready: deque[list[TaskState]] = deque()     # recorded groups not yet handed to Dask
+        # The recorder stays at most max_in_flight groups ahead of what Dask has been given: recording is faster
+        # than running, and every recorded group waiting in memory would make the client grow with the run.
+        self._room_ahead = threading.Semaphore(max_in_flight)
         self.max_in_flight = max_in_flight
         self._submitted = 0
         self.running: set[int] = set()
@@ -139,6 +142,7 @@ class Monitor:
         try:
             for group in self.groups:
                 self.queue.put(("ready", group))
+                self._room_ahead.acquire()
         except Exception as exc:  # e.g. the disk filled up (RecordError): the loop stops the launch and reports it
             self.queue.put(("error", exc))
 
@@ -202,7 +206,9 @@ class Monitor:
             if self._ready and room > 0 and (self._submitted == 0 or self.queue.empty()):
                 # the first group at once, then whatever has accumulated, never more than max_in_flight at a time:
                 # the Dask scheduler's memory then does not grow with the size of the run
-                self._submit([self._ready.popleft() for _ in range(min(room, len(self._ready)))])
+                handed = [self._ready.popleft() for _ in range(min(room, len(self._ready)))]
+                self._submit(handed)
+                self._room_ahead.release(len(handed))
             if time.monotonic() >= next_draw:
                 self.progress.update(self.succeeded, self.failed, len(self.running))
                 next_draw = time.monotonic() + self.refresh
@@ -220,7 +226,9 @@ class Monitor:
         message = f"the scheduler refused the worker jobs: {refused}"
         waiting = [t for t in self.tasks.values() if not t.started]
         self.client.cancel([future for future, group in self._futures.values() if not any(t.started for t in group)])
-        self._ready.clear()
+        if self._ready:
+            self._room_ahead.release(len(self._ready))
+            self._ready.clear()
         for task in waiting:
             self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",
                                 "failure": str(Failure.SUBMIT_ERROR), "error": message, "exitcode": None,

@@ -75,16 +75,17 @@ class TaskSpec:
     workdir: str | None = None                  # a directory on the worker (--workdir, or shared); None: scratch
     shared_logs: tuple[str, str] | None = None  # stdout, stderr files the worker may write (shared filesystem)
     memory: int | None = None                   # bytes the tool may use, enforced by the worker (None: no limit)
+    staging: dict[str, Any] | None = None       # data to stage in, where outputs go (clowdr.staging.Staging)
 
     def to_wire(self) -> dict[str, Any]:
         return {"task": self.task, "attempt": self.attempt, "invocation": self.invocation, "workdir": self.workdir,
-                "shared_logs": self.shared_logs, "memory": self.memory}
+                "shared_logs": self.shared_logs, "memory": self.memory, "staging": self.staging}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "TaskSpec":
         logs = data.get("shared_logs")
         return cls(data["task"], data["attempt"], data["invocation"], data.get("workdir"),
-                   tuple(logs) if logs else None, data.get("memory"))  # type: ignore[arg-type]
+                   tuple(logs) if logs else None, data.get("memory"), data.get("staging"))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,9 @@ class LocalRequest:
             raise InputError("--run_id", "only goes with --rerun all|failed|incomplete")
         parse_clusterargs(self.clusterargs)    # well-formed pairs even where no scheduler reads them
         if self.s3:
-            from clowdr.errors import NotAvailableError
+            from clowdr.staging import check_url
 
-            raise NotAvailableError("--s3: staging data from S3 is not available yet in this version of clowdr")
+            check_url(self.s3)
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> "LocalRequest":

@@ -31,6 +31,7 @@ from clowdr.guard import Guard  # noqa: E402
 from clowdr.limits import MemoryLimit, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
+from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
 from clowdr.timestamps import iso  # noqa: E402
 
 Emit = Callable[[dict[str, Any]], None]
@@ -69,14 +70,16 @@ atexit.register(stop_running_tools)
 def dask_setup(worker: Any) -> None:
     """Dask preload hook, run as each worker starts (importing this module warms the first task, too).
 
-    The worker leaves the terminal's process group: a Ctrl-C reaches only the client, which stops the
-    running tools through ``stop_running_tools`` and shuts the workers down in order. Its guard (``clowdr.guard``)
-    stops them if the worker dies instead.
+    A worker process of its own (under a nanny) leaves the terminal's process group: a Ctrl-C reaches only the
+    client, which stops the running tools through ``stop_running_tools`` and shuts the workers down in order.
+    A worker without a nanny is a thread of the client (or the job script's own process): it stays where it is.
+    The process's guard (``clowdr.guard``) stops the tools if the process dies instead.
     """
-    try:
-        os.setpgid(0, 0)
-    except OSError:   # already a group or session leader
-        pass
+    if getattr(worker, "nanny", None):
+        try:
+            os.setpgid(0, 0)
+        except OSError:   # already a group or session leader
+            pass
     Guard.get()       # started now rather than with the first task
 
 
@@ -143,12 +146,14 @@ def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunCo
     emit(Started(task, attempt, record["start_time"], record["hostname"], record["worker"], job_id).to_wire())
     try:
         os.makedirs(place.workdir, exist_ok=True)
+        _stage_in(spec, place.workdir, record)
         prepared = builder.prepare(spec.invocation, place.workdir, _private_dir())
         record.update(command=prepared.command, launch_command=prepared.launch,
                       container_image=prepared.container_image, container_engine=prepared.container_engine)
         samples, figures = _spawn_and_measure(prepared, place, spec, emit, context)
     except Exception as exc:  # the tool never started: record why, keep the run going
-        failure = Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container else Failure.SETUP_ERROR
+        failure = (Failure.STAGING_ERROR if isinstance(exc, StagingError) else
+                   Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container else Failure.SETUP_ERROR)
         record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
                       end_time=iso(time.time()), duration=0.0, realtime=0.0, usage=[], outputs=[],
                       missing_outputs=[])
@@ -158,8 +163,31 @@ def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunCo
     outputs, missing = find_outputs(prepared, place.workdir)
     record.update(failure=_failure(record, prepared, missing), outputs=outputs, missing_outputs=missing,
                   exit_description=builder.describe_exit(record["exitcode"]), usage=[list(s) for s in samples])
+    _keep_outputs(spec, place, outputs, record)
     record["status"] = "failed" if record["failure"] else "succeeded"
     return record
+
+
+# -- data staging (clowdr.staging): --s3 data in before the tool, declared outputs out after it ---------------
+def _stage_in(spec: TaskSpec, workdir: str, record: dict[str, Any]) -> None:
+    staging = Staging.from_wire(spec.staging)
+    if staging is not None and staging.source:
+        record["staged_in"] = dict(stage_in(staging, workdir), source=staging.source, subtree=staging.subtree)
+
+
+def _keep_outputs(spec: TaskSpec, place: "Place", outputs: list[str], record: dict[str, Any]) -> None:
+    """Outputs copied next to the run's records (``outputs_kept``: name -> where); a scratch working directory
+    whose outputs are kept is removed. A transfer that fails makes the attempt a staging-error."""
+    staging = Staging.from_wire(spec.staging)
+    if staging is None or not staging.outputs:
+        return
+    try:
+        record["outputs_kept"] = keep_outputs(staging, outputs, place.workdir)
+    except StagingError as exc:
+        record.update(failure=record["failure"] or str(Failure.STAGING_ERROR), error=f"StagingError: {exc}")
+        return
+    if place.own:
+        shutil.rmtree(place.workdir, ignore_errors=True)
 
 
 def _failure(record: dict[str, Any], prepared: Prepared, missing: list[str]) -> str | None:
@@ -189,13 +217,14 @@ class Place:
 
     @classmethod
     def of(cls, spec: TaskSpec, context: RunContext) -> "Place":
-        if spec.shared_logs:
-            return cls(spec.workdir or os.getcwd(), spec.shared_logs[0], spec.shared_logs[1], True, False)
         base = os.path.join(context.scratch or tempfile.gettempdir(), f"clowdr-{context.run_id}",
                             f"task-{spec.task}", f"attempt-{spec.attempt}")
+        workdir = spec.workdir or os.path.join(base, "work")       # none given: fresh scratch space (e.g. --s3)
+        if spec.shared_logs:
+            return cls(workdir, spec.shared_logs[0], spec.shared_logs[1], True, spec.workdir is None)
         os.makedirs(base, exist_ok=True)
-        return cls(spec.workdir or os.path.join(base, "work"), os.path.join(base, "stdout.txt"),
-                   os.path.join(base, "stderr.txt"), False, spec.workdir is None)
+        return cls(workdir, os.path.join(base, "stdout.txt"), os.path.join(base, "stderr.txt"), False,
+                   spec.workdir is None)
 
     def hold(self, task: int, wait: float) -> int | None:
         """A lock on this task's working directory (where it is not a fresh scratch directory): an earlier

@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,12 +184,60 @@ HIDE = Path(__file__).resolve().parent / "preloads" / "hide_path.py"
 
 def hidden_from_workers(provdir: Path, scratch: Path) -> dict[str, str]:
     """Environment for a local run whose workers share no filesystem with the client and cannot see PROVDIR
-    (each worker mounts an empty tmpfs over it in its own mount namespace; their scratch space is SCRATCH)."""
+    (each worker, a process of its own, mounts an empty tmpfs over it in its own mount namespace; their scratch
+    space is SCRATCH)."""
     if os.geteuid() != 0:
         pytest.skip("hiding the provenance directory from workers needs a mount namespace (root)")
     return {"DASK_CLOWDR__LOCAL__SHARED_FILESYSTEM": "false", "DASK_CLOWDR__WORKER__SCRATCH": str(scratch),
+            "DASK_CLOWDR__LOCAL__PROCESSES": "true",
             "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(HIDE)]), "CLOWDR_TEST_HIDDEN": str(provdir)}
 
 
 def have(command: str) -> bool:
     return shutil.which(command) is not None
+
+
+# -- a real S3 API (moto server) on loopback, and a user pointed at it -------------------------------------------
+SECRET = "testing-" + uuid.uuid4().hex            # moto accepts any key: this one is easy to look for
+#: Variables that could point the AWS libraries elsewhere than the server started here.
+FOREIGN = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3",
+           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ROLE_ARN",
+           "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A moto S3 server on loopback for this module, stopped at its end."""
+    moto_server = pytest.importorskip("moto.server")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(endpoint, tmp_path, monkeypatch) -> dict[str, str]:
+    """The environment of a user pointed at the loopback server (also for subprocesses); a private temp dir."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    values = {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-creds"),
+        "TMPDIR": str(temp),
+    }
+    for name in FOREIGN:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))        # gettempdir() caches its first answer
+    return values

@@ -152,7 +152,7 @@ def test_a_client_killed_outright_leaves_no_tool_and_a_run_share_calls_interrupt
     from clowdr.share.table import load_tasks
 
     tasks = load_tasks(provdir)
-    assert list(tasks["status"]) == ["incomplete"]                  # not "running" forever
+    assert list(tasks["status"]) == ["interrupted"]                 # not "running" forever
     assert scratch_files_of(started) == []
 
 
@@ -162,9 +162,11 @@ def scratch_files_of(pids: list[int]) -> list[Path]:
 
 
 def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_path, provdir):
-    """Three worker kills used to leave three copies of the tool running beside the fourth attempt."""
+    """Three worker kills used to leave three copies of the tool running beside the fourth attempt (workers as
+    processes of their own: a worker that is a thread of the client dies only with the client, tested above)."""
     marker = f"clowdr-test-{uuid.uuid4().hex}"
-    process = launch(tmp_path, provdir, marker, env={"DASK_CLOWDR__RETRIES__MAX": "3"})
+    process = launch(tmp_path, provdir, marker, env={"DASK_CLOWDR__RETRIES__MAX": "3",
+                                                      "DASK_CLOWDR__LOCAL__PROCESSES": "true"})
     tools, pid = [], None
     for _ in range(3):
         pid = tool_pid(tmp_path, after=pid)

@@ -133,7 +133,8 @@ def test_a_lost_worker_is_noticed_and_the_task_runs_again(clowdr, provdir, tmp_p
         "command-line": f"if [ ! -e {marker} ]; then touch {marker}; sleep 0.3; "
                         "kill -9 $(cut -d' ' -f4 /proc/$PPID/stat); sleep 5; fi; echo survived [X]",
         "inputs": [{"id": "x", "name": "x", "type": "String", "value-key": "[X]", "optional": True}]})
-    result = clowdr("local", descriptor, write_json(tmp_path / "empty.json", {}), provdir, timeout=180)
+    result = clowdr("local", descriptor, write_json(tmp_path / "empty.json", {}), provdir, timeout=180,
+                    env={"DASK_CLOWDR__LOCAL__PROCESSES": "true"})   # a worker process of its own to kill
     assert result.returncode == 0, result.stderr
     summary = result.summary(0)
     assert summary["attempt"] == 2 and summary["status"] == "succeeded"

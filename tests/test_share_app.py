@@ -247,6 +247,7 @@ def test_io_of_the_selected_tasks(clowdr, provdir, invocations, tmp_path):
     meta = make_run(clowdr, provdir, invocations)
     page = build_app(provdir, live=False)
     dash = page.dashboard
+    dash.select([])
     assert dash.io_source.data["label"] == []                          # nothing selected, nothing drawn
     slow = row_of(page, "taking my time")                              # sleeps 2 s: sampled several times
     dash.select([slow])
@@ -261,7 +262,7 @@ def test_io_of_the_selected_tasks(clowdr, provdir, invocations, tmp_path):
 
     original_format_run(tmp_path / "oldprov")                            # time,cpu,ram only: no I/O columns
     old = build_app(tmp_path / "oldprov", live=False).dashboard
-    old.select([0, 1])
+    old.select([int(row) for row in old.frame.index[old.frame["task"].isin([0, 1])]])   # both have samples
     assert len(old.usage_source.data["label"]) == 2
     assert old.io_source.data["label"] == [] and old.io_source.data["read"] == []
     static_view(tmp_path / "oldprov")                                     # and the export does not fail on it

@@ -3,68 +3,23 @@ through the local mirror (clowdr.storage), re-synced, exported, and refused clea
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, run_clowdr, write_json
+from conftest import EXAMPLES, ROOT, SECRET, run_clowdr, write_json
 
 pd = pytest.importorskip("pandas")
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from clowdr import storage
 from clowdr.errors import InputError
 from clowdr.share.table import find_runs, load_tasks, wanted_in_mirror
 
 BUCKET = "clowdr-prov"
-SECRET = "testing-" + uuid.uuid4().hex            # moto accepts any key: this one is easy to look for
-#: Variables that could point the AWS libraries elsewhere than the server started here.
-FOREIGN = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3",
-           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ROLE_ARN",
-           "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    """A moto S3 server on loopback for this module, stopped at its end."""
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(endpoint, tmp_path, monkeypatch) -> dict[str, str]:
-    """The environment of a user pointed at the loopback server (also for subprocesses); a private temp dir."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    values = {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-creds"),
-        "TMPDIR": str(temp),
-    }
-    for name in FOREIGN:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))        # gettempdir() caches its first answer
-    return values
 
 
 @pytest.fixture(scope="module")

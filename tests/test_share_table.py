@@ -167,6 +167,7 @@ def test_a_partial_run_never_raises(echo_run, tmp_path):
     run = json.loads((meta / "run.json").read_text())
     run["launches"][-1]["end"] = None                                          # the launch is still going,
     run["launches"][-1]["client"] = this_client()                              # its client (this process) alive
+    run["launches"][-1]["tasks"] += [4, 5]                                     # two more tasks it launched
     (meta / "run.json").write_text(json.dumps(run))
     (meta / "task-1-summary.json").unlink()                                    # running: its logs exist
     for kind in ("summary.json", "stdout.txt", "stderr.txt", "usage.csv"):     # pending: nothing yet
@@ -286,11 +287,10 @@ def test_the_commands_do_not_import_the_dashboard_layer():
     assert done.stdout.strip() == "[]"
 
 
-def test_a_task_left_without_summary_by_an_ended_launch_is_incomplete(clowdr, provdir):
-    from clowdr.share.table import load_tasks
-
+def test_a_task_left_without_summary_by_an_ended_launch_is_interrupted(clowdr, provdir):
     result = clowdr("local", EXAMPLES / "echo-tool.json", EXAMPLES / "invocations", provdir)
     assert result.returncode == 0, result.stderr
     (result.meta / "task-1-summary.json").unlink()          # as if the client died while task 1 ran
     statuses = dict(zip(load_tasks(provdir)["task"], load_tasks(provdir)["status"]))
-    assert statuses[1] == "incomplete" and statuses[0] == "succeeded"
+    assert statuses[1] == "interrupted" and statuses[0] == "succeeded"
+    assert load_attempts(result.meta, 1, ended=True) == [{"attempt": 1, "status": "interrupted"}]

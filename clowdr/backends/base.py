@@ -57,6 +57,11 @@ class Backend(ABC):
         scheduler enforces one per job)."""
         return None
 
+    def requested(self) -> dict[str, int | None]:
+        """What each task was asked to fit in, for the record (run.json): CPUs, memory in bytes, walltime in
+        seconds; None where the back-end asks for nothing."""
+        return {"cpus": None, "memory": self.task_memory(), "walltime": None}
+
     @property
     def retire_margin(self) -> float | None:
         """Seconds before its walltime at which a worker job stops taking tasks (None: no walltime)."""

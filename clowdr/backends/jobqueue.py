@@ -166,6 +166,10 @@ class JobqueueBackend(Backend):
                           walltime=chosen["walltime"], memory=chosen["memory"], cpus=chosen["cpus"],
                           queue=chosen.get("queue"), account=chosen.get("account"), directives=directives)
 
+    def requested(self) -> dict[str, int | None]:
+        job = self.job_request()
+        return {"cpus": job.cpus, "memory": job.memory, "walltime": job.walltime}
+
     def _user_value(self, resource: str) -> list[tuple[Any, str]]:
         """(value, key) of the user's own settings for ``resource``: clowdr's key first, then dask-jobqueue's."""
         from clowdr.config import user_setting
@@ -233,7 +237,7 @@ class JobqueueBackend(Backend):
         _hide_refusal_tracebacks()
         if log_directory is not None:
             log_directory.mkdir(parents=True, exist_ok=True)
-        scheduler_options = {"dashboard_address": config.get("local.dashboard-address") or ":0",
+        scheduler_options = {"dashboard_address": self.setting("dashboard-address"),
                              **(dask.config.get(f"jobqueue.{self.name}.scheduler-options", default=None) or {})}
         cluster_class = getattr(import_jobqueue(), self.cluster_class)
         cluster = cluster_class(job_cls=self._refusals.watching(cluster_class.job_cls),

@@ -1,4 +1,9 @@
-"""The default back-end: a Dask LocalCluster on this machine, one single-threaded worker process per core."""
+"""The default back-end: a Dask LocalCluster on this machine, one single-threaded worker per core.
+
+Its workers are threads of the clowdr process unless ``local.processes`` is true: tools are processes of their
+own either way (a crashing tool cannot take the client down), and the workers only start, sample and wait for
+them, so starting, importing Dask into and shutting down one process per core bought nothing but ~1 s.
+"""
 from __future__ import annotations
 
 import logging
@@ -46,12 +51,14 @@ class LocalBackend(Backend):
         self.task_memory()
 
     def prepare(self) -> None:
-        """multiprocessing's resource tracker, which the workers' start brings up, stays in the terminal's process
+        """Only with worker processes: multiprocessing's resource tracker, which the workers' start brings up, stays in the terminal's process
         group and ignores SIGINT and SIGTERM but not SIGHUP: a hang-up would kill it, and every worker would
         then print its tracebacks. Started here, from the main thread, it inherits SIGHUP ignored."""
         import signal
         from multiprocessing import resource_tracker
 
+        if not self.setting("processes"):
+            return
         try:
             previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         except ValueError:          # not the main thread: nothing to inherit from here
@@ -65,13 +72,18 @@ class LocalBackend(Backend):
         from distributed import LocalCluster
 
         quiet_dask()
+        dashboard = self.setting("dashboard-address")
+        loopback = self.setting("host")
         return LocalCluster(
             n_workers=self.setting("n-workers") or os.cpu_count() or 1,
             threads_per_worker=self.setting("threads-per-worker"),
-            processes=True,
+            processes=bool(self.setting("processes")),
+            protocol="tcp://",        # workers in this process too: every server on loopback, none on a LAN address
             memory_limit=self.setting("memory-limit"),
-            host=self.setting("host"),
-            dashboard_address=self.setting("dashboard-address"),
+            host=loopback,
+            dashboard_address=dashboard,
+            # without a dashboard, the scheduler's small HTTP server (health, metrics) on a free loopback port
+            scheduler_kwargs=None if dashboard else {"dashboard_address": f"{loopback}:0"},
             silence_logs=logging.ERROR,
             preload=worker_preloads(),
         )

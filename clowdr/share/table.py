@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from clowdr.errors import InputError
 from clowdr.protocol import Failure
-from clowdr.provenance import launch_over
+from clowdr.share.runs import RunInfo, requested_of
 
 if TYPE_CHECKING:
     import pandas
@@ -31,6 +31,7 @@ ATTEMPT_DIR = re.compile(r"^attempt-(\d+)$")
 STREAMS = ("stdout", "stderr")
 ORIGINAL_LAUNCHTIME = "%Y-%m-%d %H:%M:%S"
 CHUNK = 1 << 16
+MIB = 1024 * 1024
 
 #: Columns every task table has, in this order; ``param.<id>`` columns follow, sorted.
 COLUMNS = (
@@ -38,14 +39,15 @@ COLUMNS = (
     "submit_time", "start_time", "end_time", "queue_wait", "duration",
     "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem", "read_bytes", "write_bytes",
     "hostname", "worker", "backend", "job_id", "command", "container_image", "exit_description", "error", "signal",
-    "tool", "format", "meta",
+    "peak_cpu", "requested_cpus", "requested_memory", "requested_walltime", "tool", "tool_version", "format", "meta",
 )
 #: Summary keys copied as they are (the other columns are derived).
 COPIED = ("exitcode", "failure", "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem",
           "read_bytes", "write_bytes", "hostname", "worker", "backend", "job_id", "command", "container_image",
           "exit_description", "error", "signal")
-NUMERIC = ("cpu_time", "user_time", "system_time", "cpu_percent", "duration")
-INTEGER = ("exitcode", "attempt", "attempts", "peak_rss", "peak_vmem", "read_bytes", "write_bytes")
+NUMERIC = ("cpu_time", "user_time", "system_time", "cpu_percent", "duration", "peak_cpu")
+INTEGER = ("exitcode", "attempt", "attempts", "peak_rss", "peak_vmem", "read_bytes", "write_bytes", "requested_cpus",
+           "requested_memory", "requested_walltime")
 TIMES = ("submit_time", "start_time", "end_time")
 
 
@@ -186,14 +188,19 @@ def _has_usage_rows(path: str) -> bool:
     return newline >= 0 and bool(head[newline + 1:].strip())
 
 
-def _status(summary: dict[str, Any] | None, started: bool, launch_ended: bool) -> str:
+def _status(summary: dict[str, Any] | None, started: bool, launched: bool, launch_ended: bool) -> str:
+    """A task's status from its files and its launch: ``not launched`` when no launch ran it (``--setup``,
+    ``--dev``), ``interrupted`` when the launch that ran it ended (its client died, or was stopped) without its
+    summary."""
     if summary is not None:
         if isinstance(summary.get("status"), str):
             return summary["status"]
         return "succeeded" if summary.get("exitcode") == 0 else "failed"   # the original tool's summary
-    if started:   # no summary yet: still running, unless the launch that ran it is over (a crash, Ctrl-C)
-        return "incomplete" if launch_ended else "running"
-    return "pending"
+    if not launched:
+        return "not launched"
+    if launch_ended:
+        return "interrupted"
+    return "running" if started else "pending"
 
 
 def _launch_epoch(value: Any) -> float | None:
@@ -212,31 +219,81 @@ def _number(value: Any) -> float | None:
 
 # -- the task table ------------------------------------------------------------------------------------------
 def load_tasks(location: str | Path) -> pandas.DataFrame:
-    """One row per task of every run under LOCATION, in (run_id, task) order (see COLUMNS and ``param.<id>``).
+    """One row per task of every run under LOCATION, in (run_id, task) order (see COLUMNS and ``param.<id>``)."""
+    return load_tables(location)[0]
 
-    ``status`` is the summary's, or for an original-tool summary succeeded/failed from its exit code; without
-    a summary a task is ``running`` once it has a stdout file or usage samples (``incomplete`` if the launch
-    that ran it has ended without one: crash or Ctrl-C), else ``pending``. Times are
-    tz-aware (UTC) Timestamps, NaT when unknown; durations and queue_wait are seconds.
+
+def load_tables(location: str | Path) -> tuple[pandas.DataFrame, list[RunInfo]]:
+    """The task table of every run under LOCATION, and what each run is (``RunInfo``, in run id order).
+
+    ``status`` is the summary's, or for an original-tool summary succeeded/failed from its exit code. Without a
+    summary: ``not launched`` if no launch of the run ran the task (``--setup``, ``--dev``), ``interrupted`` if
+    the launch that ran it is over (a crash, Ctrl-C, a killed client), else ``running`` once it has a stdout
+    file or usage samples, ``pending`` before. Times are tz-aware (UTC) Timestamps, NaT when unknown; durations
+    and queue_wait are seconds. ``exit_description`` falls back on the descriptor's ``error-codes``, the
+    container on its ``container-image``; the original tool's runs take peak RAM and CPU from its
+    ``clowdr-summary.json`` or else their usage files. ``requested_*`` are what the task's launch asked for
+    (CPUs, memory bytes, walltime seconds), the memory limit of the attempt itself first.
     """
     rows: list[dict[str, Any]] = []
     launch_epochs: list[float | None] = []
-    for meta in find_runs(location):
-        _run_rows(meta, rows, launch_epochs)
-    return _frame(rows, launch_epochs)
+    runs = [_run_rows(meta, rows, launch_epochs) for meta in find_runs(location)]
+    return _frame(rows, launch_epochs), runs
 
 
-def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float | None]) -> None:
+def _original_peaks(base: str, names: dict[str, os.DirEntry[str]]) -> dict[int, tuple[Any, Any]]:
+    """Per task, (RAM max in MiB, CPU max in %) from the original ``share``'s ``clowdr-summary.json``."""
+    if SUMMARY_INDEX not in names:
+        return {}
+    data = _read_bytes(os.path.join(base, SUMMARY_INDEX))
+    try:
+        records = json.loads(data) if data else []
+    except ValueError:
+        return {}
+    found = {}
+    for record in records if isinstance(records, list) else []:
+        if isinstance(record, dict) and str(record.get("Task ID", "")).isdigit():
+            found[int(record["Task ID"])] = (_number(record.get("RAM: Max (MB)")), _number(record.get("CPU: Max (%)")))
+    return found
+
+
+def _usage_peaks(path: str) -> tuple[float | None, float | None]:
+    """(RAM max in MiB, CPU max in %) of a usage file with ``cpu`` and ``ram`` columns (whole lines only)."""
+    data = _read_bytes(path)
+    if not data:
+        return None, None
+    lines = data[:data.rfind(b"\n") + 1].decode("utf-8", errors="replace").splitlines()
+    if not lines:
+        return None, None
+    header = [name.strip() for name in lines[0].split(",")]
+    if "ram" not in header or "cpu" not in header:
+        return None, None
+    ram_at, cpu_at = header.index("ram"), header.index("cpu")
+    ram = cpu = None
+    for line in lines[1:]:
+        cells = line.split(",")
+        try:
+            r, c = float(cells[ram_at]), float(cells[cpu_at])
+        except (IndexError, ValueError):
+            continue
+        ram, cpu = (r if ram is None else max(ram, r)), (c if cpu is None else max(cpu, c))
+    return ram, cpu
+
+
+def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float | None]) -> RunInfo:
     """Append the rows of one run (its directory listed once, each of its files read at most once)."""
     base = str(meta)
     names = _listing(base)
     run = _json_object(os.path.join(base, "run.json")) if "run.json" in names else None
     run_id = meta.parent.name            # the directory's name is what --run_id takes, even if it was renamed
-    run_tool = run.get("tool") if run and isinstance(run.get("tool"), str) else None
-    fmt = "clowdr" if run is not None else "original"
-    launches = run.get("launches") if run else None
-    launch_ended = bool(isinstance(launches, list) and launches and isinstance(launches[-1], dict)
-                        and launch_over(launches[-1]))
+    info = RunInfo(run_id=run_id, meta=base, format="clowdr" if run is not None else "original")
+    if run is not None:
+        info.tool = run.get("tool") if isinstance(run.get("tool"), str) else None
+        launches = run.get("launches") if isinstance(run.get("launches"), list) else []
+        info.launches = [launch for launch in launches if isinstance(launch, dict)]
+        info.start = run.get("start") if isinstance(run.get("start"), str) else None
+    launch_of, every = info.launch_of_tasks()
+    over = info.launches_over()
 
     indices = sorted({int(m.group(1)) for m in map(TASK_FILE.match, names) if m})
     history: dict[int, list[int]] = {}
@@ -246,44 +303,57 @@ def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float 
                 numbers = _attempt_numbers(os.path.join(base, "attempts", name))
                 if numbers:
                     history[int(name[5:])] = numbers
+    peaks = _original_peaks(base, names) if run is None else {}
 
-    tools: dict[str, str | None] = {}
+    descriptor_name = _basename(run.get("descriptor")) if run else None
+    if descriptor_name in names:
+        info.describe(_json_object(os.path.join(base, str(descriptor_name))))
     invocations: dict[str, dict[str, Any] | None] = {}
     for n in indices:
         prefix = f"task-{n}"
         definition = _json_object(os.path.join(base, prefix + ".json")) if prefix + ".json" in names else None
+        definition = definition or {}
+        if descriptor_name is None and _basename(definition.get("tool")):    # the original tool's: as tasks name it
+            descriptor_name = str(_basename(definition.get("tool")))
+            info.describe(_json_object(os.path.join(base, descriptor_name)) if descriptor_name in names else None)
+            info.tool = info.tool or descriptor_name.rsplit(".", 1)[0]
         summary = (_json_object(os.path.join(base, prefix + "-summary.json"))
                    if prefix + "-summary.json" in names else None)
         started = summary is None and (prefix + "-stdout.txt" in names or (
             prefix + "-usage.csv" in names and _has_usage_rows(os.path.join(base, prefix + "-usage.csv"))))
-        status = _status(summary, started, launch_ended)
+        launch = launch_of.get(n, every)
+        status = _status(summary, started, run is None or launch is not None, launch in over)
         archived = history.get(n, [])
         s = summary or {}
-        row: dict[str, Any] = {"run_id": run_id, "task": n, "status": status, "format": fmt, "meta": base}
+        row: dict[str, Any] = {"run_id": run_id, "task": n, "status": status, "format": info.format, "meta": base}
         for key in COPIED:
             row[key] = s.get(key)
         if status == "failed" and not row["failure"] and isinstance(row["exitcode"], int):
             row["failure"] = str(Failure.TOOL_ERROR)      # the original tool's summaries name no class
+        if not row["exit_description"] and isinstance(row["exitcode"], int):
+            row["exit_description"] = info.error_codes.get(row["exitcode"])
+        row["container_image"] = row["container_image"] or info.container
         attempt = s.get("attempt")
         if not isinstance(attempt, int) or isinstance(attempt, bool):
             attempt = (archived[-1] if archived else 0) + 1
         row["attempt"] = attempt
-        row["attempts"] = len(archived) + (0 if status == "pending" else 1)
+        row["attempts"] = len(archived) + (0 if status in ("pending", "not launched") else 1)
         for key in TIMES:
             value = s.get(key)
             row[key] = value if isinstance(value, str) else None
         duration = _number(s.get("realtime"))
         row["duration"] = duration if duration is not None else _number(s.get("duration"))
         launch_epochs.append(_launch_epoch(s.get("launchtime")) if row["start_time"] is None else None)
-
-        definition = definition or {}
-        tool_name = _basename(definition.get("tool"))
-        if tool_name is not None and tool_name not in tools:
-            descriptor = _json_object(os.path.join(base, tool_name)) if tool_name in names else None
-            label = descriptor.get("name") if descriptor else None
-            tools[tool_name] = label if isinstance(label, str) else None
-        row["tool"] = (tools.get(tool_name) if tool_name else None) or run_tool or (
-            tool_name.rsplit(".", 1)[0] if tool_name else None)
+        if run is None and prefix + "-usage.csv" in names:
+            ram, cpu = peaks.get(n) or _usage_peaks(os.path.join(base, prefix + "-usage.csv"))
+            row["peak_rss"] = ram * MIB if ram is not None else None
+            row["peak_cpu"] = cpu
+        requested = requested_of(info.launches[launch] if launch is not None else None)
+        row["requested_cpus"] = requested.get("cpus")
+        row["requested_memory"] = s.get("memory_limit") or requested.get("memory")
+        row["requested_walltime"] = requested.get("walltime")
+        row["tool"] = info.tool
+        row["tool_version"] = info.tool_version
         invocation_name = _basename(definition.get("invocation"))
         if invocation_name is not None:
             if invocation_name not in invocations:
@@ -292,6 +362,7 @@ def _run_rows(meta: Path, rows: list[dict[str, Any]], launch_epochs: list[float 
             for key, value in (invocations[invocation_name] or {}).items():
                 row["param." + key] = value
         rows.append(row)
+    return info
 
 
 def _frame(rows: list[dict[str, Any]], launch_epochs: list[float | None]) -> pandas.DataFrame:
@@ -380,12 +451,12 @@ def load_usage(meta_dir: Path, task: int, max_points: int | None = None,
     return pd.concat([frame.iloc[:1], reduced, frame.iloc[-1:]], ignore_index=True)
 
 
-def load_attempts(meta_dir: Path, task: int) -> list[dict[str, Any]]:
+def load_attempts(meta_dir: Path, task: int, ended: bool = False) -> list[dict[str, Any]]:
     """Every attempt of the task, oldest first, ending with the current one.
 
     Each is its summary with ``attempt`` and ``status`` filled in: an archived attempt without a readable
-    summary (interrupted) is ``incomplete``; a current attempt without one is ``running`` (only listed when
-    its logs exist).
+    summary is ``interrupted``; a current attempt without one is ``running`` (only listed when its logs exist),
+    or ``interrupted`` when the launch that ran it has ``ended``.
     """
     _checked(task, None)
     meta = Path(meta_dir)
@@ -395,18 +466,18 @@ def load_attempts(meta_dir: Path, task: int) -> list[dict[str, Any]]:
         summary = _json_object(str(_task_file(meta, task, "summary.json", number)))
         record: dict[str, Any] = dict(summary) if summary else {}
         record.setdefault("attempt", number)
-        record["status"] = _status(summary, False, True) if summary else "incomplete"
+        record["status"] = _status(summary, False, True, True) if summary else "interrupted"
         found.append(record)
     summary = _json_object(str(_task_file(meta, task, "summary.json", None)))
     next_number = (numbers[-1] if numbers else 0) + 1
     if summary is not None:
         record = dict(summary)
         record.setdefault("attempt", next_number)
-        record["status"] = _status(summary, False, True)
+        record["status"] = _status(summary, False, True, True)
         found.append(record)
     elif (_task_file(meta, task, "stdout.txt", None).exists()
           or _has_usage_rows(str(_task_file(meta, task, "usage.csv", None)))):
-        found.append({"attempt": next_number, "status": "running"})
+        found.append({"attempt": next_number, "status": "interrupted" if ended else "running"})
     return found
 
 

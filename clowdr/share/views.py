@@ -12,27 +12,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clowdr.protocol import Failure
+from clowdr.share.runs import RunInfo, seconds_text, status_rank, wall_time
 
 if TYPE_CHECKING:
     import pandas
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure as Figure
 
-STATUS_COLORS = {"succeeded": "#2ca02c", "failed": "#d62728", "running": "#1f77b4", "pending": "#9e9e9e"}
+STATUS_COLORS = {"succeeded": "#2ca02c", "failed": "#d62728", "interrupted": "#ff7f0e", "running": "#1f77b4",
+                 "pending": "#9e9e9e", "not launched": "#d9d9d9"}
 OTHER_COLOR = "#9467bd"
 QUEUE_COLOR = "#d0d0d0"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
 MIB = 1024 * 1024
 #: Task table columns shown in the dashboard, before the ``param.<id>`` columns.
-SHOWN = ("run_id", "task", "status", "exitcode", "failure", "attempts", "start_time", "queue_wait", "duration",
-         "cpu_time", "peak_rss_mib", "hostname")
+SHOWN = ("run_id", "task", "status", "exitcode", "exit_description", "failure", "attempts", "start_time",
+         "queue_wait", "duration", "cpu_time", "peak_rss_mib", "hostname", "command")
 USAGE_POINTS = 400
 
 
 def task_key(run_id: Any, task: Any) -> str:
     """The label of one task across runs: ``<run id>/task-N``."""
     return f"{run_id}/task-{int(task)}"
+
+
+def short_keys(frame: pandas.DataFrame) -> list[str]:
+    """Each task's label in plots of many tasks: ``task-N`` when they are all of one run (a run id per point
+    would be most of an export's size at thousands of tasks), else ``<run id>/task-N``."""
+    if frame["run_id"].nunique() <= 1:
+        return [f"task-{int(t)}" for t in frame["task"]]
+    return [task_key(r, t) for r, t in zip(frame["run_id"], frame["task"])]
 
 
 def now_utc() -> pandas.Timestamp:
@@ -94,42 +104,41 @@ def _param_values(column: pandas.Series) -> pandas.Series:
     return column.map(text).astype(str)
 
 
-# -- overview ----------------------------------------------------------------------------------------------------
-def overview(frame: pandas.DataFrame) -> dict[str, Any]:
-    """Counts by status and failure class, total CPU time, and wall time (first submit to the last known time)."""
-    import pandas as pd
+def failed_first(frame: pandas.DataFrame) -> pandas.DataFrame:
+    """The tasks in the order a person wants them: failed, interrupted, running, pending, not launched, succeeded;
+    by run and task number within each (a fresh index: row numbers are positions)."""
+    rank = frame["status"].map(status_rank).astype("int64")
+    order = frame.assign(_rank=rank).sort_values(["_rank", "run_id", "task"], kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
 
+
+# -- overview ----------------------------------------------------------------------------------------------------
+def overview(frame: pandas.DataFrame, runs: Sequence[RunInfo]) -> dict[str, Any]:
+    """Counts by status and failure class, total CPU time, and wall time: each run's own, summed over the runs
+    shown (never one span from the first run to the last)."""
     statuses = {name: int(count) for name, count in frame["status"].value_counts().items()}
     counted = frame.loc[frame["status"] == "failed", "failure"].fillna("unknown").value_counts()
     order = {str(failure): rank for rank, failure in enumerate(Failure)}     # the classes in their own order
     failures = {str(name): int(counted[name]) for name in sorted(counted.index, key=lambda k: (order.get(k, 99), k))}
-    begins = pd.concat([frame["submit_time"], frame["start_time"]]).dropna()
-    # Known times only: a run that died with tasks "running" must not show a wall time that grows forever.
-    ends = pd.concat([frame["end_time"], frame["start_time"]]).dropna()
-    wall = (ends.max() - begins.min()).total_seconds() if len(begins) and len(ends) else 0.0
-    return {"tasks": len(frame), "runs": int(frame["run_id"].nunique()), "statuses": statuses,
-            "failures": failures, "cpu_time": float(frame["cpu_time"].sum(skipna=True)),
-            "wall_time": max(float(wall), 0.0)}
-
-
-def seconds_text(seconds: float) -> str:
-    """1h 02m 03s, 2m 03s or 4.2 s: readable at a glance."""
-    if not math.isfinite(seconds):
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+    shown = set(frame["run_id"])
+    wall, going = 0.0, False
+    for info in runs:
+        if info.run_id in shown:
+            seconds, still = wall_time(info, frame[frame["run_id"] == info.run_id])
+            wall, going = wall + seconds, going or still
+    return {"tasks": len(frame), "runs": len(shown), "statuses": statuses, "failures": failures,
+            "cpu_time": float(frame["cpu_time"].sum(skipna=True)), "wall_time": wall, "going": going}
 
 
 def overview_html(stats: dict[str, Any], title: str) -> str:
     """The overview's numbers as escaped HTML (run ids and failure classes come from files)."""
-    status_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(stats["statuses"].items())) or "none yet"
+    ordered = sorted(stats["statuses"].items(), key=lambda item: (status_rank(item[0]), item[0]))
+    status_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in ordered) or "none yet"
     failure_text = ", ".join(f"{html.escape(k)}: {v}" for k, v in stats["failures"].items()) or "none"
     cells = [("tasks", str(stats["tasks"])), ("runs", str(stats["runs"])), ("by status", status_text),
              ("failures by class", failure_text), ("total CPU time", seconds_text(stats["cpu_time"])),
-             ("wall time", seconds_text(stats["wall_time"]) + (" so far" if stats["statuses"].get("running") else ""))]
+             ("wall time" if stats["runs"] <= 1 else f"wall time (sum of {stats['runs']} runs)",
+              seconds_text(stats["wall_time"]) + (" so far" if stats["going"] else ""))]
     body = "".join(f"<div class='clowdr-stat'><div class='clowdr-stat-label'>{label}</div>"
                    f"<div class='clowdr-stat-value'>{value}</div></div>" for label, value in cells)
     return (f"<h2 style='margin:4px 0'>{html.escape(title)}</h2>"
@@ -141,17 +150,39 @@ def status_figure(stats: dict[str, Any]) -> Figure:
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
 
-    labels = [f"status: {k}" for k in sorted(stats["statuses"])] + [f"failure: {k}" for k in stats["failures"]]
-    counts = [stats["statuses"][k] for k in sorted(stats["statuses"])] + list(stats["failures"].values())
-    colors = [STATUS_COLORS.get(k, OTHER_COLOR) for k in sorted(stats["statuses"])] + ["#ff9896"] * len(
-        stats["failures"])
+    from bokeh.models import Range1d
+
+    statuses = sorted(stats["statuses"], key=lambda k: (status_rank(k), k))
+    labels = [f"status: {k}" for k in statuses] + [f"failure: {k}" for k in stats["failures"]]
+    counts = [stats["statuses"][k] for k in statuses] + list(stats["failures"].values())
+    colors = [STATUS_COLORS.get(k, OTHER_COLOR) for k in statuses] + ["#ff9896"] * len(stats["failures"])
     source = ColumnDataSource({"label": labels, "count": counts, "color": colors})
-    fig = figure(y_range=labels[::-1] or ["none"], height=max(120, 28 * len(labels) + 50), width=420,
+    fig = figure(y_range=labels[::-1] or ["no tasks yet"], height=max(120, 28 * len(labels) + 50), width=420,
+                 x_range=Range1d(0, max(counts, default=1) * 1.05),
                  title="Tasks by status, failures by class", toolbar_location=None, tools="hover",
                  tooltips=[("", "@label"), ("tasks", "@count")])
     fig.hbar(y="label", right="count", height=0.7, color="color", source=source)
-    fig.x_range.start = 0
     return fig
+
+
+def span(values: Any, empty: float = 1.0) -> tuple[float, float]:
+    """An axis from zero to a little above the largest finite value (to EMPTY with none): explicit ranges, so an
+    empty plot has sane axes and the browser never meets a range it cannot compute."""
+    finite = [v for v in _flatten(values) if isinstance(v, (int, float)) and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    return 0.0, float(top if top > 0 else empty) * 1.05
+
+
+def _flatten(values: Any) -> list[Any]:
+    import numpy as np
+
+    flat: list[Any] = []
+    for value in values:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            flat.extend(_flatten(value))
+        else:
+            flat.append(float(value) if isinstance(value, np.number) else value)
+    return flat
 
 
 # -- timeline ----------------------------------------------------------------------------------------------------
@@ -165,7 +196,7 @@ def timeline_data(frame: pandas.DataFrame) -> dict[str, Any]:
     submit = frame["submit_time"].where(frame["submit_time"].notna(), start)
     return {
         "y": list(range(len(frame))),
-        "key": [task_key(r, t) for r, t in zip(frame["run_id"], frame["task"])],
+        "key": short_keys(frame),
         "status": frame["status"].astype(str).tolist(),
         "color": [STATUS_COLORS.get(s, OTHER_COLOR) for s in frame["status"]],
         "submit": _naive(pd.Series(submit)).to_numpy(),
@@ -177,6 +208,26 @@ def timeline_data(frame: pandas.DataFrame) -> dict[str, Any]:
     }
 
 
+def timeline_span(data: dict[str, Any]) -> tuple[Any, Any]:
+    """The timeline's time axis: first submit to last end, a little wider; the last hour when no task has times."""
+    import pandas as pd
+
+    times = pd.Series([*data["submit"], *data["start"], *data["end"]], dtype="datetime64[us]").dropna()
+    if times.empty:
+        end = now_utc().tz_localize(None)
+        return (end - pd.Timedelta(hours=1)).to_pydatetime(), end.to_pydatetime()
+    low, high = times.min(), times.max()
+    margin = max((high - low) * 0.02, pd.Timedelta(seconds=1))
+    return (low - margin).to_pydatetime(), (high + margin).to_pydatetime()
+
+
+def fit_timeline(fig: Figure, data: dict[str, Any]) -> None:
+    start, end = timeline_span(data)
+    fig.x_range.update(start=start, end=end, reset_start=start, reset_end=end)
+    rows = len(data["y"])
+    fig.y_range.update(start=max(rows, 1) - 0.5, end=-0.5, reset_start=max(rows, 1) - 0.5, reset_end=-0.5)
+
+
 def timeline_figure(source: ColumnDataSource, rows: int) -> Figure:
     """Grey queue wait then a bar coloured by status, one line per task; tap selects tasks."""
     from bokeh.models import DatetimeTickFormatter, HoverTool, Range1d, TapTool
@@ -186,9 +237,10 @@ def timeline_figure(source: ColumnDataSource, rows: int) -> Figure:
                                              minutes="%Y-%m-%d", hourmin="%Y-%m-%d", hours="%Y-%m-%d",
                                              days="%Y", context_which="start")
     height = int(min(600, max(160, 14 * rows + 70)))
+    start, end = timeline_span(source.data)
     fig = figure(height=height, sizing_mode="stretch_width", x_axis_type="datetime", title="Timeline (UTC)",
-                 tools="xpan,xwheel_zoom,box_zoom,reset,save", y_range=Range1d(rows - 0.5, -0.5),
-                 toolbar_location="above")
+                 tools="xpan,xwheel_zoom,box_zoom,reset,save", y_range=Range1d(max(rows, 1) - 0.5, -0.5),
+                 x_range=Range1d(start, end), toolbar_location="above")
     fig.hbar(y="y", left="submit", right="start", height=0.8, color=QUEUE_COLOR, source=source,
              nonselection_alpha=0.3)
     bars = fig.hbar(y="y", left="start", right="end", height=0.8, color="color", source=source,
@@ -245,13 +297,26 @@ def series_data(frame: pandas.DataFrame, rows: Sequence[int],
 
 
 def _series_figure(title: str, x_range: Any = None) -> Figure:
+    from bokeh.models import Range1d
     from bokeh.plotting import figure
 
-    options: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
     fig = figure(height=240, sizing_mode="stretch_width", title=title, tools="pan,wheel_zoom,box_zoom,reset,save",
-                 toolbar_location="above", **options)
+                 toolbar_location="above", x_range=x_range if x_range is not None else Range1d(0, 1),
+                 y_range=Range1d(0, 1))
     fig.xaxis.axis_label = "seconds since the task started"
     return fig
+
+
+def fit_series(cpu: Figure, ram: Figure, io_fig: Figure, usage: dict[str, list[Any]],
+               io: dict[str, list[Any]]) -> None:
+    """Axes from zero to the data drawn (CPU 0-100 %, the others 0-1, when nothing is drawn)."""
+    start, end = span([*usage["xs"], *io["xs"]])
+    cpu.x_range.update(start=start, end=end, reset_start=start, reset_end=end)     # shared by all three
+    for fig, values, empty, drawn in ((cpu, usage["cpu"], 100.0, usage["xs"]), (ram, usage["ram"], 1.0, usage["xs"]),
+                                      (io_fig, [*io["read"], *io["write"]], 1.0, io["xs"])):
+        low, high = span(values, empty=empty)
+        fig.y_range.update(start=low, end=high, reset_start=low, reset_end=high)
+        fig.legend.visible = bool(len(drawn))            # no empty legend box over an empty plot
 
 
 def _legend(fig: Figure) -> None:
@@ -288,6 +353,7 @@ def io_figure(source: ColumnDataSource, x_range: Any = None) -> Figure:
 
 # -- distributions by parameter value --------------------------------------------------------------------------
 UNSET = "(unset)"
+NOTHING_TO_COMPARE = "(no parameter to compare by)"
 MAX_GROUPS = 30
 #: The measures whose distribution is drawn per parameter value: (column, title, scale to the unit shown).
 MEASURES = (("duration", "Duration (s)", 1.0), ("peak_rss", "Peak RAM (MiB)", 1.0 / MIB))
@@ -343,6 +409,7 @@ def distribution_data(frame: pandas.DataFrame, param: str | None) -> dict[str, A
     if param is None or param not in frame.columns or frame.empty:
         return {"factors": [], "boxes": boxes, "points": points}
     labels, order = _group_labels(frame[param])
+    keys = short_keys(frame)
     measures = {column: (frame[column].astype("float64") * scale).to_numpy() for column, _, scale in MEASURES}
     position = {label: n for n, label in enumerate(order)}
     for row, label in enumerate(labels):
@@ -350,7 +417,7 @@ def distribution_data(frame: pandas.DataFrame, param: str | None) -> dict[str, A
         points["value"].append(label)
         points["x"].append(position[label] + 0.5 + offset)
         points["row"].append(row)
-        points["key"].append(task_key(frame["run_id"].iloc[row], frame["task"].iloc[row]))
+        points["key"].append(keys[row])
         for column, values in measures.items():
             points[column].append(None if math.isnan(values[row]) else round(float(values[row]), 3))
     for label in order:
@@ -370,10 +437,13 @@ def distribution_figures(boxes: ColumnDataSource, points: ColumnDataSource, fact
     from bokeh.models import FactorRange, HoverTool, TapTool
     from bokeh.plotting import figure
 
-    x_range = FactorRange(factors=list(factors))
+    from bokeh.models import Range1d
+
+    x_range = FactorRange(factors=list(factors) or [NOTHING_TO_COMPARE])
     figures = []
     for column, title, _ in MEASURES:
         fig = figure(height=260, sizing_mode="stretch_width", x_range=x_range, title=title,
+                     y_range=Range1d(*span(points.data[column])),
                      tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
         fig.segment(x0="value", x1="value", y0=f"{column}_low", y1=f"{column}_high", color="#555555",
                     source=boxes)
@@ -391,6 +461,14 @@ def distribution_figures(boxes: ColumnDataSource, points: ColumnDataSource, fact
     return figures[0], figures[1]
 
 
+def fit_distribution(figures: Sequence[Figure], spread: dict[str, Any]) -> None:
+    """The categorical axis (shared) and each measure's axis for new data."""
+    figures[0].x_range.factors = list(spread["factors"]) or [NOTHING_TO_COMPARE]
+    for fig, (column, _, _) in zip(figures, MEASURES):
+        low, high = span(spread["points"][column])
+        fig.y_range.update(start=low, end=high, reset_start=low, reset_end=high)
+
+
 # -- one task ----------------------------------------------------------------------------------------------------
 def log_html(text: str, truncated: bool, stream: str) -> str:
     """A log shown as text, never as markup: a tool printing ``<script>`` shows ``<script>``."""
@@ -400,8 +478,8 @@ def log_html(text: str, truncated: bool, stream: str) -> str:
             f"padding:6px;margin:0'>{body}</pre>")
 
 
-ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "failure", "start_time", "end_time", "realtime", "hostname",
-                  "worker", "backend", "job_id", "error")
+ATTEMPT_FIELDS = ("attempt", "status", "exitcode", "exit_description", "failure", "start_time", "end_time", "realtime",
+                  "hostname", "worker", "backend", "job_id", "error")
 
 
 def attempts_table(attempts: list[dict[str, Any]]) -> pandas.DataFrame:
@@ -411,3 +489,140 @@ def attempts_table(attempts: list[dict[str, Any]]) -> pandas.DataFrame:
     rows = [{key: "" if attempt.get(key) is None else str(attempt.get(key)) for key in ATTEMPT_FIELDS}
             for attempt in attempts]                      # as text: no NaN or 0.0 where a summary had null or 0
     return pd.DataFrame(rows, columns=list(ATTEMPT_FIELDS), dtype=object)
+
+
+# -- what one task ran and what it was given -------------------------------------------------------------------
+def _present(value: Any) -> bool:
+    """A value a file gave (not None, NaN, NA or empty text)."""
+    import pandas as pd
+
+    if value is None or (isinstance(value, str) and value == ""):
+        return False
+    try:
+        return not bool(pd.isna(value))
+    except (TypeError, ValueError):          # a list or other container: present
+        return True
+
+
+def exit_text(record: Any) -> str:
+    """The exit code and what it means: the descriptor's ``error-codes`` description, a signal, or why none."""
+    code, status = record.get("exitcode"), str(record.get("status"))
+    signal = record.get("signal")
+    if not _present(code):
+        return {"running": "none yet (running)", "pending": "none yet (waiting to run)",
+                "not launched": "none (never launched)",
+                "interrupted": "none (interrupted: its launch ended before it did)"}.get(
+            status, "none (the tool did not exit by itself)")
+    code = int(code)
+    if _present(record.get("exit_description")):
+        meaning = str(record.get("exit_description"))
+    elif code == 0:
+        meaning = "success"
+    else:
+        meaning = "not described in the descriptor's error-codes"
+    if _present(signal):
+        meaning += f" (killed by signal {signal})"
+    return f"{code}: {meaning}"
+
+
+def _mib(value: Any) -> str:
+    if not _present(value):
+        return ""
+    mib = float(value) / MIB
+    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+
+
+def _requested(record: Any, info: RunInfo | None) -> dict[str, str]:
+    """What the back-end was asked for each resource, else what the descriptor suggests (said so), else nothing."""
+    suggested = info.suggested if info else {}
+    asked = {"cpu": f"{int(record['requested_cpus'])} CPU(s)" if _present(record.get("requested_cpus")) else "",
+             "memory": _mib(record.get("requested_memory")),
+             "walltime": seconds_text(float(record["requested_walltime"]))
+             if _present(record.get("requested_walltime")) else ""}
+    hints = {"cpu": (suggested.get("cpu-cores"), lambda v: f"{v} CPU(s)"),
+             "memory": (suggested.get("ram"), lambda v: f"{v} GB"),
+             "walltime": (suggested.get("walltime-estimate"), lambda v: seconds_text(float(v)))}
+    for key, (value, show) in hints.items():
+        if not asked[key] and isinstance(value, (int, float)) and not isinstance(value, bool):
+            asked[key] = f"{show(value)} (suggested by the descriptor)"
+        asked[key] = asked[key] or "nothing requested"
+    return asked
+
+
+def _used(record: Any) -> dict[str, str]:
+    cpu = []
+    if _present(record.get("cpu_percent")):
+        cpu.append(f"{float(record['cpu_percent']):.0f}% of a CPU on average")
+    if _present(record.get("peak_cpu")):
+        cpu.append(f"{float(record['peak_cpu']):.0f}% at most")
+    if _present(record.get("cpu_time")):
+        cpu.append(f"{seconds_text(float(record['cpu_time']))} CPU time")
+    memory = _mib(record.get("peak_rss"))
+    return {"cpu": ", ".join(cpu) or "not measured",
+            "memory": f"{memory} peak" if memory else "not measured",
+            "walltime": seconds_text(float(record["duration"])) if _present(record.get("duration")) else "not measured"}
+
+
+def task_facts_html(record: Any, info: RunInfo | None) -> str:
+    """One task: command line, exit code and its meaning, failure class, container, where it ran, and requested
+    against used CPU, memory and walltime; every value escaped (all of it comes from files)."""
+    def cell(value: Any, empty: str = "") -> str:
+        return html.escape(str(value)) if _present(value) else f"<i>{html.escape(empty)}</i>"
+
+    failure = cell(record.get("failure"), "none")
+    if _present(record.get("error")):
+        failure += f"<div class='clowdr-error'>{html.escape(str(record.get('error')))}</div>"
+    container = (cell(record.get("container_image")) if _present(record.get("container_image"))
+                 else "<i>none: ran on the host</i>")
+    where = " &middot; ".join(f"{label} {cell(record.get(key))}" for label, key in (
+        ("host", "hostname"), ("worker", "worker"), ("back-end", "backend"), ("job", "job_id"))
+        if _present(record.get(key))) or "<i>not run yet</i>"
+    command = (f"<pre class='clowdr-command'>{html.escape(str(record.get('command')))}</pre>"
+               if _present(record.get("command")) else "<i>not recorded (the original Clowdr did not keep it)</i>"
+               if record.get("format") == "original" else "<i>not recorded yet</i>")
+    tool = " ".join(str(v) for v in (record.get("tool"), record.get("tool_version")) if _present(v))
+    facts = [("tool", cell(tool, "unknown")), ("command", command),
+             ("exit code", f"<span class='clowdr-exit'>{html.escape(exit_text(record))}</span>"),
+             ("failure class", failure), ("container", container), ("ran on", where)]
+    rows = "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in facts)
+    asked, used = _requested(record, info), _used(record)
+    resources = "".join(f"<tr><th>{label}</th><td>{html.escape(asked[key])}</td><td>{html.escape(used[key])}</td></tr>"
+                        for label, key in (("CPU", "cpu"), ("memory", "memory"), ("walltime", "walltime")))
+    return (f"<table class='clowdr-facts'>{rows}</table>"
+            "<table class='clowdr-resources'><tr><th></th><th>requested</th><th>used</th></tr>"
+            f"{resources}</table>")
+
+
+def task_title_html(record: Any) -> str:
+    return (f"<h3>{html.escape(task_key(record['run_id'], record['task']))}: "
+            f"{html.escape(str(record['status']))}</h3>")
+
+
+def usage_note(frame: pandas.DataFrame, rows: Sequence[int], usage: dict[str, list[Any]],
+               io: dict[str, list[Any]]) -> str:
+    """Why the CPU/RAM/I-O plots show what they show, or nothing: per task without samples, the reason."""
+    if not rows:
+        return "<i>Select tasks in the table or the timeline to plot their CPU, RAM and I/O.</i>"
+    drawn = set(usage["label"])
+    reasons = []
+    for row in rows:
+        record = frame.iloc[row]
+        key = task_key(record["run_id"], record["task"])
+        if key in drawn:
+            if key not in io["label"] and record.get("format") == "original":
+                reasons.append(f"{key}: no I/O (the original Clowdr recorded CPU and RAM only)")
+            continue
+        status = str(record["status"])
+        if status in ("pending", "not launched"):
+            why = "has not run" if status == "pending" else "was never launched"
+        elif status == "running":
+            why = "no sample yet"
+        elif _present(record.get("duration")):
+            why = f"ran {seconds_text(float(record['duration']))}: it ended before its first usage sample"
+        else:
+            why = "no usage samples were recorded"
+        reasons.append(f"{key}: {why}")
+    text = f"{len(drawn)} of {len(rows)} selected task(s) plotted."
+    if reasons:
+        text += " " + "; ".join(reasons) + "."
+    return f"<i>{html.escape(text)}</i>"
