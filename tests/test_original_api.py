@@ -16,7 +16,6 @@ from conftest import DATA, EXAMPLES, run_clowdr, write_json
 from clowdr.controller import metadata
 from clowdr import utils
 from clowdr.errors import NotAvailableError
-from test_share_s3 import aws_env, endpoint  # noqa: F401 - fixtures: a moto S3 server on 127.0.0.1
 
 ECHO = EXAMPLES / "echo-tool.json"
 BIDSAPP = DATA / "bidsapp.json"
