@@ -81,12 +81,12 @@ def validate(req: LocalRequest) -> Planned:
         tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
         total, rerun = len(tasks), None
     if req.s3 and not req.setup:
-        staging.check_source(req.s3)   # the bucket and prefix exist and can be listed
+        req.check_data()               # the bucket and prefix exist and can be listed
     batches = group(tasks, req.groupby)
     launched = len(batches[:1] if req.dev else batches)
     backend = backend_for(req.cluster, ClusterRequest(
         clusterargs=req.clusterargs, jobname=req.jobname, groups=launched, submits=not req.setup,
-        resources=dict(tool.descriptor.get("suggested-resources") or {})))
+        resources=dict(tool.descriptor.get("suggested-resources") or {}), cloud=req.cloud_context()))
     backend.check()                # what the scheduler would refuse (a bad --clusterargs time or size)
     return Planned(req, tool, batches, total, backend, rerun)
 
@@ -132,6 +132,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
     not be written is still known to ``--rerun incomplete``.
     """
     req, tool, launched = planned.req, planned.tool, planned.launched
+    planned.backend.request.run_id = run.run_id
     options = {k: v for k, v in vars(req).items() if k != "command"}
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
@@ -173,7 +174,8 @@ def _state(planned: Planned, run: RunDir, task: TaskPlan, attempt: int) -> TaskS
     spec = run.task_spec(task.index, attempt, task.invocation, _workdir(planned, run, task.index),
                          planned.backend.shared_filesystem, planned.backend.task_memory())
     return TaskState(replace(spec, staging=staging.task_staging(planned.req.s3, task, run,
-                                                                planned.backend.shared_filesystem)))
+                                                                planned.backend.shared_filesystem,
+                                                                planned.req.run_prefix(run.run_id))))
 
 
 def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
@@ -199,7 +201,8 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     log.info("Dask dashboard: %s", client.dashboard_link)
     if on_client is not None:
         on_client(client)
-    context = RunContext.of(launch.run.run_id, launch.backend.name, launch.tool.descriptor, launch.req.volumes,
+    context = RunContext.of(launch.run.run_id, launch.backend.name,
+                            launch.backend.worker_descriptor(launch.tool.descriptor), launch.req.volumes,
                             launch.req.user, launch.req.simg, launch.backend.retire_margin)
     monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
                       Progress(launch.total), RetryPolicy.configured(launch.req.retries),
