@@ -1,4 +1,4 @@
-"""Preloaded by every cloud worker (``dask-worker --preload clowdr.cloudworker``): it refuses to serve a client
+"""Preloaded by every cloud worker (``dask-worker --preload-nanny/--preload clowdr.cloudworker``): it refuses to serve a client
 whose software differs from its own, then sets up as any clowdr worker.
 
 A worker image built for other versions of Python, dask, distributed or clowdr fails in ways that look like
@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
+
+#: the exit status of a worker (or its nanny) that refused a client of other versions
+MISMATCH_EXIT = 3
 
 
 class VersionMismatch(RuntimeError):
@@ -34,8 +38,15 @@ def check_versions() -> None:
                               "docker/Dockerfile.worker): " + "; ".join(differ))
 
 
-def dask_setup(worker: Any) -> None:
-    check_versions()
-    from clowdr.worker import dask_setup as clowdr_setup
+def dask_setup(server: Any) -> None:
+    """Preloaded in the nanny (``--preload-nanny``: a mismatch ends the whole ``dask-worker`` at once instead of
+    the nanny restarting its worker forever) and in the worker (``--preload``: also without a nanny)."""
+    try:
+        check_versions()
+    except VersionMismatch as exc:       # distributed only logs a preload's failure and starts all the same
+        print(exc, file=sys.stderr, flush=True)
+        os._exit(MISMATCH_EXIT)
+    if type(server).__name__ != "Nanny":
+        from clowdr.worker import dask_setup as clowdr_setup
 
-    clowdr_setup(worker)
+        clowdr_setup(server)

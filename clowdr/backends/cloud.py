@@ -230,7 +230,7 @@ class CloudBackend(Backend):
             credentials=self.context.session, instance_type=self.setting("instance-type"),
             ami=self.setting("ami"), docker_image=plan.image, iam_instance_profile={"Name": self.created.instance_profile},
             subnet_id=self.created.subnets[0] if self.created.subnets else None, env_vars=worker_environment(),
-            worker_options={"preload": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
+            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
             use_private_ip=bool(self.setting("private-ip")), **common)
 
     # -- stopping ------------------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class CloudBackend(Backend):
 
 
 #: workers load clowdr's worker module (its guard, the version check) before taking tasks
-WORKER_ARGS = ["--preload", "clowdr.cloudworker"]
+WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.cloudworker"]
 
 
 def worker_environment() -> dict[str, str]:
