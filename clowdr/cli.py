@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from clowdr import __version__
 from clowdr.errors import LaunchStopped
@@ -60,9 +60,10 @@ def makeparser() -> argparse.ArgumentParser:
     parser = _Parser(prog="clowdr", description="Scalable deployment and provenance-rich wrapper for Boutiques "
                                                 "tools locally, on clusters, and in the cloud.")
     parser.add_argument("--version", action=_Versions, nargs=0, default=argparse.SUPPRESS, help="show clowdr's and its engine's versions and exit")
-    modes = parser.add_subparsers(dest="mode", metavar="{local,cloud,share,task}", parser_class=_Parser,
+    modes = parser.add_subparsers(dest="mode", metavar="{local,cloud,share,task,cloud-cleanup}", parser_class=_Parser,
                                   help="local: run on this machine or a cluster; cloud: run on AWS; "
-                                       "share: explore provenance records; task: run task files by hand.")
+                                       "share: explore provenance records; task: run task files by hand; "
+                                       "cloud-cleanup: delete what a killed cloud run left on AWS.")
 
     local = modes.add_parser("local", help="Run tasks on this machine (Dask LocalCluster) or a cluster.",
                              description="Run a Boutiques tool over one or many invocations with full provenance.")
@@ -78,8 +79,16 @@ def makeparser() -> argparse.ArgumentParser:
     cloud.add_argument("credentials", help="File of AWS credentials with access to the S3 locations.")
     _from_request(cloud, ("verbose", "dev"))
     cloud.add_argument("--region", "-r", choices=REGIONS, default="us-east-1", help="AWS region.")
-    _from_request(cloud, ("sweep", "bids"))
+    _from_request(cloud, ("sweep", "bids", "setup"))
     cloud.set_defaults(func=_run_cloud)
+
+    cleanup = modes.add_parser("cloud-cleanup", help="Delete the AWS resources of cloud runs a killed client left.",
+                               description="Find AWS resources by their clowdr:run tag and delete them.")
+    cleanup.add_argument("credentials", nargs="?", help="File of AWS credentials (default: the standard chain).")
+    cleanup.add_argument("--region", "-r", choices=REGIONS, help="AWS region (default: cloud.region).")
+    cleanup.add_argument("--run_id", help="Only this run's resources (default: every clowdr run's).")
+    cleanup.add_argument("--dry-run", action="store_true", help="Only list what would be deleted.")
+    cleanup.set_defaults(func=_run_cleanup)
 
     share = modes.add_parser("share", help="Explore and share provenance records in a web dashboard.",
                              description="Serve a dashboard of the runs in a provenance directory.")
@@ -110,12 +119,30 @@ def _options(args: argparse.Namespace, *leave: str) -> dict[str, object]:
 
 def _run_local(args: argparse.Namespace) -> int:
     from clowdr.engine import run_local
+
+    return _launch(LocalRequest.of(_options(args)), run_local)
+
+
+def _run_cloud(args: argparse.Namespace) -> int:
+    from clowdr.cloudrun import cloud_request, run_cloud
+
+    return _launch(cloud_request(_options(args)), run_cloud)
+
+
+def _run_cleanup(args: argparse.Namespace) -> int:
+    from clowdr.cloudrun import cleanup
+
+    for line in cleanup(args.credentials, args.region, args.run_id, args.dry_run):
+        print(one_line(("would delete " if args.dry_run else "deleted ") + line))
+    return 0
+
+
+def _launch(request: LocalRequest, run: Callable[..., object]) -> int:
     from clowdr.errors import RecordError
     from clowdr.stopping import stop_on_signals
 
-    request = LocalRequest.of(_options(args))
     try:
-        outcome = run_local(request, stop_on_signals())
+        outcome: Any = run(request, stop_on_signals())
     except (LaunchStopped, RecordError) as stopped:
         print(one_line(_stopped_line(request, stopped)), file=sys.stderr)
         if stopped.run_id:
@@ -156,12 +183,6 @@ def _stopped_line(request: LocalRequest, stopped: Exception) -> str:
     if isinstance(stopped, LaunchStopped):
         return f"{what}; run {run_id}: {stopped}; to run them: {again}"
     return f"{what}; run {run_id}: tasks without a summary can be run again, once there is room, with: {again}"
-
-
-def _run_cloud(args: argparse.Namespace) -> int:
-    from clowdr.errors import NotAvailableError
-
-    raise NotAvailableError("clowdr cloud is not available yet in this version of clowdr")
 
 
 def _port(text: str) -> int:

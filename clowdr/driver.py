@@ -5,8 +5,6 @@ import argparse
 import inspect
 from typing import Any
 
-from clowdr.errors import NotAvailableError
-
 #: keywords the original CLI passed along with the options (its whole argparse namespace), ignored here
 _ORIGINAL_EXTRAS = ("func", "mode")
 #: the original's order of ``local``'s parameters after ``backoff_time``, for callers that pass them by position
@@ -54,8 +52,14 @@ local.__signature__ = _original_signature()  # type: ignore[attr-defined]
 
 def cloud(descriptor: str, invocation: str, provdir: str, s3: str, cloud: str, credentials: str,
           **kwargs: Any) -> str:
-    """Cloud deployment (a later release)."""
-    raise NotAvailableError("clowdr cloud is not available yet in this version of clowdr")
+    """Run (or with ``setup=True``, only plan) tasks on AWS; return the run's ``clowdr/`` directory (the local
+    mirror of an ``s3://`` PROVDIR). ``kwargs``: ``region``, ``verbose``, ``dev``, ``sweep``, ``bids``, ``setup``."""
+    from clowdr.cloudrun import cloud_request, run_cloud
+
+    options = {k: v for k, v in kwargs.items() if k not in _ORIGINAL_EXTRAS}
+    request = cloud_request(dict(options, descriptor=descriptor, invocation=invocation, provdir=provdir, s3=s3,
+                                 cloud=cloud, credentials=credentials))
+    return str(run_cloud(request, None).run.meta)
 
 
 def share(provdir: str, **kwargs: Any) -> int:

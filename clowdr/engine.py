@@ -82,12 +82,12 @@ def validate(req: LocalRequest) -> Planned:
         tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
         total, rerun = len(tasks), None
     if req.s3 and not req.setup:
-        staging.check_source(req.s3)   # the bucket and prefix exist and can be listed
+        req.check_data()               # the bucket and prefix exist and can be listed
     batches = group(tasks, req.groupby)
     launched = len(batches[:1] if req.dev else batches)
     backend = backend_for(req.cluster, ClusterRequest(
         clusterargs=req.clusterargs, jobname=req.jobname, groups=launched, submits=not req.setup,
-        resources=dict(tool.descriptor.get("suggested-resources") or {})))
+        resources=dict(tool.descriptor.get("suggested-resources") or {}), cloud=req.cloud_context()))
     backend.check()                # what the scheduler would refuse (a bad --clusterargs time or size)
     return Planned(req, tool, batches, total, backend, rerun)
 
@@ -133,6 +133,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
     not be written is still known to ``--rerun incomplete``.
     """
     req, tool, launched = planned.req, planned.tool, planned.launched
+    planned.backend.request.run_id = run.run_id
     options = {k: v for k, v in vars(req).items() if k != "command"}
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
@@ -159,6 +160,7 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
     --dev or not), or a rerun's (recorded if they never were, their current attempt archived if they were)."""
     launched = len(planned.launched)
     shared, memory = planned.backend.shared_filesystem, planned.backend.task_memory()    # once, not per task
+    remote_run = planned.req.run_prefix(run.run_id)
     for number, batch in enumerate(planned.batches if new else planned.launched):
         states = []
         for task in batch:
@@ -169,7 +171,7 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
             else:
                 attempt = run.next_attempt(task.index)
             spec = run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)
-            staged = staging.task_staging(planned.req.s3, task, run, shared)
+            staged = staging.task_staging(planned.req.s3, task, run, shared, remote_run)
             states.append(TaskState(replace(spec, staging=staged) if staged else spec))
         if number < launched:
             yield states
@@ -198,7 +200,8 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     log.info("Dask dashboard: %s", client.dashboard_link)
     if on_client is not None:
         on_client(client)
-    context = RunContext.of(launch.run.run_id, launch.backend.name, launch.tool.descriptor, launch.req.volumes,
+    context = RunContext.of(launch.run.run_id, launch.backend.name,
+                            launch.backend.worker_descriptor(launch.tool.descriptor), launch.req.volumes,
                             launch.req.user, launch.req.simg, launch.backend.retire_margin)
     monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
                       Progress(launch.total), RetryPolicy.configured(launch.req.retries),

@@ -94,6 +94,20 @@ class LocalRequest:
 
             check_url(self.s3)
 
+    def check_data(self) -> None:
+        """The --s3 location can be listed (with the standard credential chain)."""
+        from clowdr.staging import check_source
+
+        check_source(self.s3 or "")
+
+    def cloud_context(self) -> Any:
+        """What a cloud back-end needs (nothing: this is a local request)."""
+        return None
+
+    def run_prefix(self, run_id: str) -> str | None:
+        """The s3:// prefix of the run's records and outputs (None: they are local)."""
+        return None
+
     @classmethod
     def of(cls, options: dict[str, Any]) -> "LocalRequest":
         """A request from CLI or API keywords: unset lists become empty, None keeps each field's default."""
@@ -129,3 +143,64 @@ def check_volumes(volumes: list[str]) -> None:
         source, _, target = volume.partition(":")
         if not source or not target:
             raise InputError("--volumes", f"'{volume}' is not of the form /host/path:/container/path")
+
+
+@dataclass
+class CloudRequest(LocalRequest):
+    """``clowdr cloud``: a local request plus where the data is, the AWS credentials and region; the cluster
+    is the cloud back-end. ``provdir`` may be ``s3://`` (records are kept in a local mirror and uploaded)."""
+
+    cloud: str = "aws"
+    credentials: str | None = None
+    region: str | None = None
+    remote_provdir: str | None = None           # the s3:// PROVDIR, when provdir is its local mirror
+    stop: Any = None                            # the launch's stop request (start-up watches it too)
+
+    def __post_init__(self) -> None:
+        self.cluster = "cloud"
+        self._session: Any = None
+
+    def check(self) -> None:
+        super().check()
+        if not self.s3:
+            raise InputError("s3", "clowdr cloud needs the S3 location of the data (s3://bucket/prefix)")
+        if self.remote_provdir:
+            from clowdr.staging import check_url
+
+            check_url(self.remote_provdir, "provdir")
+        self.session()
+
+    def session(self) -> Any:
+        """The client's AWS session from the credentials file (loaded once; InputError for a bad file)."""
+        if self._session is None:
+            from clowdr import config, credentials
+
+            self._session = credentials.load(self.credentials, self.region or config.get("cloud.region"))
+        return self._session
+
+    def check_data(self) -> None:
+        from clowdr.staging import check_source
+
+        check_source(self.s3 or "", self.session().s3fs())
+        if self.remote_provdir:
+            check_source(self.remote_provdir, self.session().s3fs(), empty_ok=True)
+
+    def output_prefix(self) -> str:
+        """Where the run's outputs (and, with an s3:// PROVDIR, its records) go: PROVDIR, else
+        ``cloud.outputs``, else ``clowdr-runs/`` in the data's bucket."""
+        from clowdr import config
+        from clowdr.storage import split_url
+
+        if self.remote_provdir:
+            return self.remote_provdir.rstrip("/")
+        configured = config.get("cloud.outputs")
+        return str(configured).rstrip("/") if configured else f"s3://{split_url(self.s3 or '')[0]}/clowdr-runs"
+
+    def run_prefix(self, run_id: str) -> str | None:
+        return f"{self.output_prefix()}/{run_id}"
+
+    def cloud_context(self) -> Any:
+        from clowdr.backends.cloud import CloudContext
+
+        session = self.session()
+        return CloudContext(session, self.s3 or "", self.output_prefix(), session.region or "us-east-1", self.stop)

@@ -71,23 +71,32 @@ def task_staging(source: str | None, task: Any, run: Any, shared: bool,
                    int(config.get("staging.tries")), int(config.get("staging.concurrency"))).to_wire()
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, option: str = "--s3") -> None:
     """A well-formed ``s3://bucket[/prefix]`` (one line naming the option otherwise)."""
     from clowdr.errors import InputError
 
     try:
         split_url(url)
     except InputError as exc:
-        raise InputError("--s3", str(exc)) from None
+        raise InputError(option, str(exc)) from None
 
 
-def check_source(url: str, fs: Any = None) -> None:
-    """Before anything is written: the URL is well formed, and its bucket holds objects under the prefix
-    (one line naming the URL otherwise: a missing bucket, an empty prefix, credentials that cannot list it)."""
+def check_source(url: str, fs: Any = None, empty_ok: bool = False) -> None:
+    """Before anything is written: the URL is well formed, and its bucket holds objects under the prefix (or,
+    ``empty_ok``, exists): one line naming the URL otherwise (a missing bucket, an empty prefix, credentials
+    that cannot list it)."""
     from clowdr import storage
+    from clowdr.errors import InputError
 
     bucket, key = split_url(url)
-    storage._list(fs or storage.filesystem(), url, bucket, key, storage.endpoint_url())
+    fs = fs or storage.filesystem()
+    if not empty_ok:
+        storage._list(fs, url, bucket, key, storage.endpoint_url())
+        return
+    try:
+        fs.ls(bucket, refresh=True)
+    except Exception as exc:  # noqa: BLE001 -- reported from its kind only
+        raise InputError(url, storage._explain(exc, storage.endpoint_url())) from None
 
 
 # -- staging in ---------------------------------------------------------------------------------------------------

@@ -6,13 +6,14 @@ Importing this package is cheap (no Dask, no dask-jobqueue): the CLI reads the n
 from __future__ import annotations
 
 from clowdr.backends.base import Backend, ClusterRequest
+from clowdr.backends.cloud import CloudBackend
 from clowdr.backends.jobqueue import LSF, PBS, SGE, SLURM, HTCondor
 from clowdr.backends.local import LocalBackend
 from clowdr.errors import InputError
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LocalBackend, SLURM, SGE, PBS, LSF, HTCondor)}
-#: the schedulers ``--cluster`` accepts (the local back-end is what runs without it)
-SCHEDULERS = tuple(name for name in BACKENDS if name != LocalBackend.name)
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (LocalBackend, SLURM, SGE, PBS, LSF, HTCondor, CloudBackend)}
+#: the schedulers ``--cluster`` accepts (the local back-end is what runs without it; the cloud, through ``cloud``)
+SCHEDULERS = tuple(name for name in BACKENDS if name not in (LocalBackend.name, CloudBackend.name))
 
 
 def backend_class(name: str | None) -> type[Backend]:

@@ -26,6 +26,8 @@ class ClusterRequest:
     resources: dict[str, Any] = field(default_factory=dict)    # the descriptor's suggested-resources
     groups: int = 1                                            # task groups to run: caps the worker jobs
     submits: bool = True                                       # False: --setup, nothing will be submitted
+    cloud: Any = None                                          # a cloud back-end's context (backends.cloud)
+    run_id: str | None = None                                  # set once the run exists, before start()
 
 
 class Backend(ABC):
@@ -83,6 +85,10 @@ class Backend(ABC):
     @abstractmethod
     def start(self, log_directory: Path | None = None) -> Any:
         """Start the Dask cluster the tasks run on (called in a thread, while the run is recorded)."""
+
+    def worker_descriptor(self, descriptor: dict[str, Any]) -> dict[str, Any]:
+        """The descriptor as workers run it (a cloud back-end may run a container tool inside its own image)."""
+        return descriptor
 
     def job_script(self) -> str | None:
         """What each worker job would run (``--setup``), or None where there are no worker jobs."""

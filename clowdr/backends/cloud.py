@@ -1,0 +1,296 @@
+"""``clowdr cloud ... aws``: tasks on AWS, a dask-cloudprovider FargateCluster (default) or EC2Cluster.
+
+clowdr creates the run's resources itself (``clowdr.awsresources``), tagged with the run id, and gives them to
+dask-cloudprovider, which creates nothing and never runs its account-wide cleanup. The cluster clowdr returns
+deletes them all when it closes (the end of the launch, Ctrl-C, SIGTERM, an error), and ``clowdr cloud-cleanup``
+removes what a killed client left. Start-up has a time limit (``cloud.start-timeout``) and says which step it
+waited for, read from AWS itself (the scheduler task PENDING, RUNNING but not answering, ...).
+
+Workers share no filesystem with the client: tasks run in scratch space, their data is staged from S3 and their
+outputs go to the run's S3 prefix (``clowdr.staging``) through the task role, never through a key.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clowdr.backends.base import Backend
+from clowdr.errors import InputError, LaunchStopped
+
+log = logging.getLogger("clowdr.cloud")
+KINDS = ("fargate", "ec2")
+#: what workers and scheduler must have of the client's own software (checked as each one starts)
+VERSIONS_VARIABLE = "CLOWDR_CLIENT_VERSIONS"
+
+
+@dataclass
+class CloudContext:
+    """What the cloud back-end needs from its request (``clowdr.request.CloudRequest``)."""
+
+    session: Any                      # clowdr.credentials.AwsSession: the client's only holder of keys
+    data: str                         # s3:// input prefix
+    run_prefix: str                   # s3:// prefix the run writes (the run's id is appended)
+    region: str
+    stop: threading.Event | None = None
+
+
+def client_versions() -> dict[str, str]:
+    """Python, dask, distributed and clowdr as the client has them: the worker image must match."""
+    import platform
+    from importlib.metadata import version
+
+    from clowdr import __version__
+
+    return {"python": ".".join(platform.python_version_tuple()[:2]), "dask": version("dask"),
+            "distributed": version("distributed"), "clowdr": __version__}
+
+
+class CloudBackend(Backend):
+    """AWS through dask-cloudprovider; settings in the ``cloud`` section of the config."""
+
+    name = "cloud"
+
+    def __init__(self, request: Any = None) -> None:
+        super().__init__(request)
+        self.step = "preparing"
+        self.resources: Any = None
+        self.created: Any = None
+
+    @property
+    def shared_filesystem(self) -> bool:
+        return False
+
+    @property
+    def context(self) -> CloudContext:
+        context = getattr(self.request, "cloud", None)
+        if context is None:
+            raise InputError("cloud", "the cloud back-end runs through 'clowdr cloud' (it needs S3 data and credentials)")
+        return context
+
+    def kind(self) -> str:
+        kind = str(self.setting("cluster")).lower()
+        if kind not in KINDS:
+            raise InputError("clowdr.cloud.cluster", f"'{kind}' is not one of {', '.join(KINDS)}")
+        return kind
+
+    def check(self) -> None:
+        self.kind()
+        self.context
+        if self.request.submits and not self.setting("image"):
+            raise InputError("clowdr.cloud.image", "no worker image: build one from docker/Dockerfile.worker "
+                                                   "(README, 'Worker image') and set clowdr.cloud.image")
+
+    def worker_descriptor(self, descriptor: dict[str, Any]) -> dict[str, Any]:
+        """On Fargate there is no Docker engine: the tool's image is the worker image, and its command runs in it
+        directly (``cloud.tool-container: worker-image``). With ``docker`` (EC2 with the Docker socket mounted)
+        the tool's container runs as on a workstation."""
+        if self.setting("tool-container") == "docker" and self.kind() == "ec2":
+            return descriptor
+        return {k: v for k, v in descriptor.items() if k != "container-image"}
+
+    # -- what would be created -----------------------------------------------------------------------------------
+    def plan(self) -> Any:
+        from clowdr.awsresources import Plan
+
+        context = self.context
+        run_id = getattr(self.request, "run_id", None) or "<run id>"
+        return Plan(run_id=run_id, region=context.region, data=context.data,
+                    run_prefix=f"{context.run_prefix.rstrip('/')}/{run_id}", client_cidr=self.client_cidr(),
+                    image=str(self.setting("image") or "<cloud.image>"), kind=self.kind(),
+                    worker_cpu=int(self.setting("worker-cpu")), worker_memory=int(self.setting("worker-memory")),
+                    scheduler_cpu=int(self.setting("scheduler-cpu")),
+                    scheduler_memory=int(self.setting("scheduler-memory")),
+                    extra_tags=dict(self.setting("tags") or {}))
+
+    def client_cidr(self) -> str:
+        """Who may reach the scheduler: ``cloud.client-address`` (an address or CIDR), or with ``auto`` this
+        machine's public address as AWS sees it (asked of checkip.amazonaws.com at launch only)."""
+        setting = str(self.setting("client-address") or "auto")
+        if setting == "auto":
+            if not self.request.submits:
+                return "<this machine's public address>/32"
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=10) as answer:
+                    setting = answer.read().decode().strip()
+            except OSError as exc:
+                raise InputError("clowdr.cloud.client-address", f"cannot find this machine's public address "
+                                                                f"({type(exc).__name__}): set it") from None
+        return setting if "/" in setting else f"{setting}/32"
+
+    def job_script(self) -> str | None:
+        return self.plan().describe()
+
+    # -- starting ------------------------------------------------------------------------------------------------
+    def _step(self, step: str) -> None:
+        self.step = step
+        log.info("cloud: %s", step)
+
+    def start(self, log_directory: Path | None = None) -> Any:
+        from clowdr.awsresources import Created, Resources
+
+        context, plan = self.context, self.plan()
+        self.resources = Resources(context.session.client, self._step)
+        self.created = Created(plan.run_id)
+        try:
+            self.resources.create(plan, self.setting("vpc") if self.setting("vpc") != "default" else None,
+                                  list(self.setting("subnets") or []) or None, self.created)
+            return self._start_cluster(plan)
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _start_cluster(self, plan: Any) -> Any:
+        """dask-cloudprovider's cluster, started in a thread while this one watches the time limit, the stop
+        request, and what AWS says of the scheduler and workers (the step that is waiting)."""
+        outcome: dict[str, Any] = {}
+
+        def build() -> None:
+            try:
+                outcome["cluster"] = self._cluster(plan)
+            except BaseException as exc:  # noqa: BLE001 -- handed to the watching thread
+                outcome["error"] = exc
+
+        self._step("starting the scheduler task")
+        thread = threading.Thread(target=build, name="clowdr-cloud-start", daemon=True)
+        thread.start()
+        limit = float(self.setting("start-timeout"))
+        deadline = time.monotonic() + limit
+        stop = self.context.stop
+        while thread.is_alive():
+            thread.join(2.0)
+            if not thread.is_alive():
+                break
+            self._step(self._waiting_for())
+            if stop is not None and stop.is_set():
+                raise LaunchStopped(f"stopped while {self.step}; every AWS resource of the run was deleted",
+                                    plan.run_id, getattr(stop, "signal_number", None))
+            if time.monotonic() > deadline:
+                from clowdr.awsresources import CloudError
+
+                raise CloudError(f"start-up took over {limit:.0f} s (cloud.start-timeout), still {self.step}; "
+                                 f"every AWS resource of the run was deleted")
+        if "error" in outcome:
+            from clowdr.awsresources import CloudError
+
+            error = outcome["error"]
+            log.debug("cloud: the cluster did not start", exc_info=error)
+            raise CloudError(f"the cluster did not start while {self.step} ({type(error).__name__}); every AWS "
+                             f"resource of the run was deleted") from None
+        cluster = outcome["cluster"]
+        cluster.owner = self
+        return cluster
+
+    def _waiting_for(self) -> str:
+        """The step start-up waits for, from ECS's account of the run's tasks."""
+        if self.kind() == "ec2":
+            return "waiting for the scheduler instance to boot and answer on port 8786"
+        ecs = self.context.session.client("ecs")
+        try:
+            arns = ecs.list_tasks(cluster=self.created.cluster_arn)["taskArns"]
+            tasks = ecs.describe_tasks(cluster=self.created.cluster_arn, tasks=arns)["tasks"] if arns else []
+        except Exception as exc:  # noqa: BLE001 -- only refines a message
+            return f"starting the tasks (ECS unreadable: {type(exc).__name__})"
+        groups = {"scheduler": [], "worker": []}
+        for task in tasks:
+            role = "scheduler" if task.get("taskDefinitionArn", "").rsplit("/", 1)[-1].split(":")[0].endswith(
+                "-scheduler") else "worker"
+            groups[role].append(task.get("lastStatus", "?"))
+        if not groups["scheduler"]:
+            return "waiting for ECS to start the scheduler task"
+        status = groups["scheduler"][0]
+        if status != "RUNNING":
+            return f"waiting for the scheduler task ({status}: capacity, image pull)"
+        if not groups["worker"]:
+            return "waiting for the scheduler task (RUNNING) to answer on port 8786"
+        pending = [s for s in groups["worker"] if s != "RUNNING"]
+        return (f"waiting for {len(pending)} worker task(s) ({', '.join(sorted(set(pending)))})" if pending
+                else "waiting for the workers to connect to the scheduler")
+
+    def _cluster(self, plan: Any) -> Any:
+        common = {"n_workers": int(self.setting("n-workers")), "skip_cleanup": True,
+                  "security_groups": [self.created.security_group], "vpc": self.created.vpc,
+                  "region_name": plan.region, "asynchronous": False}
+        if self.kind() == "fargate":
+            return owned_fargate()(
+                credentials=self.context.session, cluster_arn=self.created.cluster_arn,
+                execution_role_arn=self.created.role_arns["execution"], task_role_arn=self.created.role_arns["task"],
+                cloudwatch_logs_group=self.created.log_group, subnets=self.created.subnets,
+                scheduler_task_definition_arn=self.created.task_definitions[0],
+                worker_task_definition_arn=self.created.task_definitions[1], image=plan.image, tags=plan.tags,
+                environment=worker_environment(), worker_extra_args=WORKER_ARGS,
+                fargate_use_private_ip=bool(self.setting("private-ip")), **common)
+        return owned_ec2()(
+            credentials=self.context.session, instance_type=self.setting("instance-type"),
+            ami=self.setting("ami"), docker_image=plan.image, iam_instance_profile={"Name": self.created.instance_profile},
+            subnet_id=self.created.subnets[0] if self.created.subnets else None, env_vars=worker_environment(),
+            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
+            use_private_ip=bool(self.setting("private-ip")), **common)
+
+    # -- stopping ------------------------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Delete every resource of the run (retrying while AWS drains them), at most ``teardown-timeout`` s."""
+        if self.resources is None or self.created is None or self.created.empty:
+            return
+        self.resources.delete(self.created, float(self.setting("teardown-timeout")))
+        log.info("cloud: every AWS resource of run %s deleted", self.created.run_id)
+
+
+#: workers load clowdr's worker module (its guard, the version check) before taking tasks
+WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.cloudworker"]
+
+
+def worker_environment() -> dict[str, str]:
+    """The only environment clowdr gives scheduler and workers: the client's versions (no credential, ever)."""
+    return {VERSIONS_VARIABLE: json.dumps(client_versions(), sort_keys=True)}
+
+
+def _owned(base: type) -> type:
+    """dask-cloudprovider's ``base``, with the client's own AWS session (never keys in the config or an
+    environment) and a close that deletes the run's resources whatever happens to the cluster itself."""
+
+    class Owned(base):  # type: ignore[misc, valid-type]
+        owner: CloudBackend | None = None
+
+        def __init__(self, *, credentials: Any, **kwargs: Any) -> None:
+            self._clowdr_session = credentials
+            super().__init__(**kwargs)
+
+        def _client(self, name: str) -> Any:
+            frozen = self._clowdr_session.session.get_credentials().get_frozen_credentials()
+            return self.session.create_client(name, aws_access_key_id=frozen.access_key,
+                                              aws_secret_access_key=frozen.secret_key,
+                                              aws_session_token=frozen.token, region_name=self._clowdr_region())
+
+        def _clowdr_region(self) -> str | None:
+            return getattr(self, "_region_name", None) or getattr(self, "region", None)
+
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 -- the resources go all the same
+                log.warning("cloud: the Dask cluster did not close cleanly (%s)", type(exc).__name__)
+            finally:
+                if self.owner is not None:
+                    self.owner.teardown()
+
+    Owned.__name__ = Owned.__qualname__ = f"Clowdr{base.__name__}"
+    return Owned
+
+
+def owned_fargate() -> type:
+    from dask_cloudprovider.aws import FargateCluster
+
+    return _owned(FargateCluster)
+
+
+def owned_ec2() -> type:
+    from dask_cloudprovider.aws import EC2Cluster
+
+    return _owned(EC2Cluster)

@@ -1,0 +1,291 @@
+"""``clowdr cloud ... aws`` driving the real dask-cloudprovider FargateCluster code against moto (ECS, EC2, IAM,
+CloudWatch Logs, S3) in this process, all inside ``bwrap --unshare-net``: the network namespace has only ``lo``,
+so no packet can leave the machine whatever the code under test tries.
+
+What moto can show is tested: every resource created, tagged with the run id, private to the client's address,
+the task role's policy scoped to the run's prefixes, no credential in any request AWS received (task
+definitions, RunTask overrides, everything), and everything deleted at the end of start-up, on Ctrl-C, and by
+``clowdr cloud-cleanup`` after a ``kill -9``. What it cannot: moto runs no container, so no scheduler or worker
+ever starts (the scheduler task reads RUNNING at 127.0.0.1 and never answers); a whole run end to end, a worker
+lost mid-task, and the versions check of a connecting worker need a real ECS (or a test ECS agent).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SECRET, free_port, write_json
+
+IN_NETNS = os.environ.get("CLOWDR_TEST_NETNS") == "1"
+KEY_ID = "AKIACLOWDR" + SECRET[-10:].upper()
+DATA, PROV = "clowdr-cloud-data", "clowdr-cloud-prov"
+inside = pytest.mark.skipif(not IN_NETNS, reason="runs inside bwrap --unshare-net (see the namespace test)")
+
+
+def test_cloud_tests_run_in_a_network_namespace(tmp_path):
+    """This module again, inside a network namespace that has only loopback."""
+    if IN_NETNS:
+        pytest.skip("already inside the namespace")
+    if not shutil.which("bwrap"):
+        pytest.skip("bubblewrap (bwrap) is not installed: scripts/test.sh installs it")
+    pytest.importorskip("dask_cloudprovider")
+    pytest.importorskip("moto.server")
+    done = subprocess.run(["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--die-with-parent",
+                           "--setenv", "CLOWDR_TEST_NETNS", "1", sys.executable, "-m", "pytest", __file__, "-q",
+                           "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "inner")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"\d+ passed, 1 skipped in ", last), last     # every inner test ran (only this one skipped)
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    """moto in this process on 127.0.0.1: ECS tasks stay RUNNING, at 127.0.0.1; every request recorded."""
+    recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
+    os.environ.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
+    from moto.ecs import models as ecs_models
+    from moto.moto_api import recorder, state_manager
+    from moto.server import ThreadedMotoServer
+
+    ecs_models.random_private_ip = lambda *args, **kwargs: "127.0.0.1"      # where the scheduler "runs"
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10 ** 9})
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    recorder.start_recording()
+    yield {"url": f"http://127.0.0.1:{port}", "recording": recording}
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto, tmp_path, monkeypatch):
+    """A user whose only keys are in a console CSV; buckets with data; boto3 for the test's own looks."""
+    import boto3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {"AWS_ENDPOINT_URL": moto["url"], "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "TMPDIR": str(tmp_path), "DASK_CLOWDR__CLOUD__IMAGE": "clowdr-worker:test",
+           "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "20",
+           "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    creds = tmp_path / "new_user_credentials.csv"
+    creds.write_text(f"User name,Password,Access key ID,Secret access key\nclowdr,,{KEY_ID},{SECRET}\n")
+    session = boto3.Session(aws_access_key_id="inspector", aws_secret_access_key="inspector", region_name="us-east-1")
+    s3 = session.client("s3")
+    for bucket in (DATA, PROV):
+        if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+            s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=DATA, Key="in/hello.txt", Body=b"hello")
+    session.client("ecs").put_account_setting(name="taskLongArnFormat", value="enabled")
+    return {"env": env, "creds": creds, "session": session, "tmp": tmp_path}
+
+
+def cloud(aws, provdir, *extra, wait=True):
+    descriptor = ROOT / "examples" / "echo-tool.json"
+    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(ROOT / "examples" / "invocations"),
+            str(provdir), f"s3://{DATA}/in", "aws", str(aws["creds"]), "-r", "us-east-1", *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, **aws["env"]})
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def leftovers(aws, run_id=None):
+    from clowdr.awsresources import Resources
+
+    return Resources(aws["session"].client).find(run_id)
+
+
+def wait_for_scheduler_task(aws, deadline=120):
+    """The run's ECS cluster and its scheduler task, once RunTask has happened."""
+    ecs = aws["session"].client("ecs")
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for arn in ecs.list_clusters()["clusterArns"]:
+            [cluster] = ecs.describe_clusters(clusters=[arn])["clusters"]
+            if cluster["status"] == "ACTIVE" and cluster["clusterName"].startswith("clowdr-"):
+                tasks = ecs.list_tasks(cluster=arn)["taskArns"]
+                if tasks:
+                    return arn, ecs.describe_tasks(cluster=arn, tasks=tasks)["tasks"][0]
+        time.sleep(0.3)
+    raise AssertionError("no scheduler task was started")
+
+
+def assert_no_secret(*texts):
+    for text in texts:
+        assert SECRET not in text and KEY_ID not in text
+
+
+@inside
+def test_setup_prints_the_plan_and_creates_nothing(aws, provdir):
+    code, out, err = cloud(aws, provdir, "--setup")
+    assert code == 0, err
+    assert "none created" in out and '"clowdr:run"' in out and "127.0.0.1/32" in out
+    assert leftovers(aws) == []
+    assert not aws["session"].client("ecs").list_clusters()["clusterArns"] or all(
+        c["status"] == "INACTIVE" for c in aws["session"].client("ecs").describe_clusters(
+            clusters=aws["session"].client("ecs").list_clusters()["clusterArns"])["clusters"])
+    assert_no_secret(out, err)
+
+
+@inside
+def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its_time_limit(aws, provdir):
+    proc = cloud(aws, provdir, wait=False)
+    cluster_arn, task = wait_for_scheduler_task(aws)
+    run_id = cluster_arn.rsplit("/clowdr-", 1)[1]
+    session = aws["session"]
+    ecs, iam, ec2, logs = (session.client(s) for s in ("ecs", "iam", "ec2", "logs"))
+    tags = {"clowdr:run": run_id, "clowdr:created-by": "clowdr"}
+
+    [found] = leftovers(aws, run_id)
+    assert found.cluster_arn == cluster_arn and len(found.roles) == 2 and found.security_group
+    assert found.log_group == f"/clowdr/{run_id}" and len(found.task_definitions) == 2
+    # tagged, and never with dask-cloudprovider's createdBy (its account-wide cleanup would take them)
+    [cluster] = ecs.describe_clusters(clusters=[cluster_arn], include=["TAGS"])["clusters"]
+    assert {t["key"]: t["value"] for t in cluster["tags"]} == tags
+    for role in found.roles:
+        assert {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role)["Tags"]} == tags
+        assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    # the task role: read the input prefix, write the run's prefix, nothing else
+    policy = iam.get_role_policy(RoleName=f"clowdr-{run_id}-task", PolicyName=f"clowdr-{run_id}-task-policy")
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert statements["ReadInput"]["Resource"] == f"arn:aws:s3:::{DATA}/in/*"
+    assert statements["ReadInput"]["Action"] == "s3:GetObject"
+    assert statements["WriteRun"]["Resource"] == f"arn:aws:s3:::{DATA}/clowdr-runs/{run_id}/*"
+    assert all(not str(s.get("Resource")).endswith(":::*") and s["Resource"] != "*"
+               for s in statements.values())
+    # the security group: the Dask ports from the client only, everything else only from inside the group
+    [group] = ec2.describe_security_groups(GroupIds=[found.security_group])["SecurityGroups"]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == tags
+    rules = {(p["FromPort"], p["ToPort"]): p for p in group["IpPermissions"]}
+    assert [r["CidrIp"] for r in rules[(8786, 8787)]["IpRanges"]] == ["127.0.0.1/32"]
+    assert rules[(0, 65535)]["IpRanges"] == [] and [
+        g["GroupId"] for g in rules[(0, 65535)]["UserIdGroupPairs"]] == [found.security_group]
+    assert all(not p.get("Ipv6Ranges") for p in group["IpPermissions"])
+    # the real FargateCluster ran the scheduler with clowdr's task definition, security group and no secret
+    assert task["taskDefinitionArn"] == found.task_definitions[0]
+    assert task["launchType"] == "FARGATE"
+    overrides = task["overrides"]["containerOverrides"][0]
+    assert overrides["name"] == "dask-scheduler" and overrides["command"][0] == "dask-scheduler"
+    assert [e["name"] for e in overrides["environment"]] == ["CLOWDR_CLIENT_VERSIONS"]
+    for arn in found.task_definitions:
+        definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        assert definition["taskRoleArn"].endswith(f"/clowdr-{run_id}-task")
+        assert not definition["containerDefinitions"][0].get("environment")
+        assert_no_secret(json.dumps(definition, default=str))
+    assert logs.list_tags_log_group(logGroupName=found.log_group)["tags"] == tags
+
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("clowdr cloud:")]
+    assert len(lines) == 1, err
+    assert "start-up took over 20 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
+    assert leftovers(aws, run_id) == [], "every resource deleted"
+    assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
+
+
+@inside
+def test_ctrl_c_during_start_up_deletes_everything(aws, provdir):
+    proc = cloud(aws, provdir, wait=False)
+    cluster_arn, _ = wait_for_scheduler_task(aws)
+    run_id = cluster_arn.rsplit("/clowdr-", 1)[1]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGINT" in err and "every AWS resource of the run was deleted" in err
+    assert leftovers(aws, run_id) == []
+
+
+@inside
+def test_kill_9_leaves_resources_that_cloud_cleanup_finds_by_tag_and_deletes(aws, provdir):
+    proc = cloud(aws, provdir, wait=False)
+    cluster_arn, _ = wait_for_scheduler_task(aws)
+    run_id = cluster_arn.rsplit("/clowdr-", 1)[1]
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=60)
+    [left] = leftovers(aws, run_id)
+    assert left.cluster_arn and left.roles and left.security_group
+    env = {**os.environ, **aws["env"]}
+    listed = subprocess.run([sys.executable, "-m", "clowdr", "cloud-cleanup", str(aws["creds"]), "--dry-run"],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert listed.returncode == 0 and f"would delete run {run_id}:" in listed.stdout, listed.stderr
+    assert leftovers(aws, run_id) != []
+    done = subprocess.run([sys.executable, "-m", "clowdr", "cloud-cleanup", str(aws["creds"]), "--run_id", run_id],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0 and f"deleted run {run_id}:" in done.stdout, done.stderr
+    assert leftovers(aws, run_id) == []
+    ecs = aws["session"].client("ecs")
+    assert ecs.describe_clusters(clusters=[cluster_arn])["clusters"][0]["status"] == "INACTIVE"
+
+
+@inside
+def test_s3_provdir_gets_the_records(aws, tmp_path):
+    code, out, err = cloud(aws, f"s3://{PROV}/runs", "--setup")
+    assert code == 0, err
+    s3 = aws["session"].client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="runs/").get("Contents", [])]
+    run_ids = {k.split("/")[1] for k in keys}
+    assert len(run_ids) == 1
+    run_id = run_ids.pop()
+    assert f"runs/{run_id}/clowdr/run.json" in keys and f"runs/{run_id}/clowdr/task-0.json" in keys
+    run = json.loads(s3.get_object(Bucket=PROV, Key=f"runs/{run_id}/clowdr/run.json")["Body"].read())
+    assert run["cluster"] == "cloud"
+    assert_no_secret(json.dumps(run))
+
+
+@inside
+@pytest.mark.parametrize("change, says", [
+    ({"credentials": "missing.csv"}, "cannot read the credentials file"),
+    ({"s3": "s3:/bad"}, "--s3: s3:/bad: not an s3:// URL"),
+    ({"s3": "s3://clowdr-no-such-bucket/in"}, "no such bucket"),
+    ({"provdir": "s3://"}, "provdir: s3://: expected s3://bucket"),
+], ids=["credentials", "malformed-url", "missing-bucket", "malformed-provdir"])
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(aws, provdir, change, says):
+    values = {"provdir": str(provdir), "s3": f"s3://{DATA}/in", "credentials": str(aws["creds"])}
+    values.update(change)
+    argv = [sys.executable, "-m", "clowdr", "cloud", str(ROOT / "examples" / "echo-tool.json"),
+            str(ROOT / "examples" / "invocations"), values["provdir"], values["s3"], "aws", values["credentials"]]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **aws["env"]},
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, done.stderr
+    assert list(provdir.iterdir()) == [] and leftovers(aws) == []
+
+
+@inside
+def test_no_request_aws_received_carries_a_credential(aws, moto):
+    """Last: every request moto recorded in this module (bodies and query strings: the parameters of every
+    call, task definitions, RunTask overrides, policies, tags) is free of the secret and the key id."""
+    from moto.moto_api import recorder
+
+    recorder.stop_recording()
+    requests = [json.loads(line) for line in moto["recording"].read_text().splitlines()]
+    texts = []
+    for request in requests:
+        body = request.get("body") or ""
+        if request.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        headers = json.dumps(request.get("headers") or {})
+        assert SECRET not in headers, "the secret never leaves the client (only a signature made with it does)"
+        texts.append(f"{request.get('url')} {body} {headers}")
+        assert_no_secret(str(request.get("url")), body)
+    everything = "\n".join(texts)
+    for call in ("RunTask", "RegisterTaskDefinition", "CreateRole", "PutRolePolicy", "CreateSecurityGroup",
+                 "AuthorizeSecurityGroupIngress", "CreateLogGroup", "StopTask", "DeleteRole"):
+        assert call in everything, f"{call} was recorded"
