@@ -194,10 +194,10 @@ def test_backoff_retries_then_gives_up():
     assert utils.backoff(lambda: 1 / 0, [], {}, backoff_time=0) == (-1, "division by zero")
 
 
-def test_aws_endpoint_says_the_cloud_back_end_is_not_available(tmp_path):
+def test_aws_endpoint_names_the_cloud_back_end_to_use_instead(tmp_path):
     from clowdr.endpoint.AWS import AWS
 
-    with pytest.raises(NotAvailableError, match="AWS cloud back-end is not available yet"):
+    with pytest.raises(NotAvailableError, match="AWS Batch endpoint is not part of this clowdr; run on AWS with clowdr cloud"):
         AWS(str(tmp_path / "credentials.csv"))
 
 

@@ -1,7 +1,9 @@
 """The original tool's ``clowdr.endpoint.AWS.AWS(auth)``: Amazon Web Services as a place to run tasks.
 
-Kept as the name scripts import; it runs on clowdr's cloud back-end once that exists. Until then, making one
-says so plainly instead of half-configuring an AWS account.
+Kept as the name scripts import. The original drove AWS Batch (a compute environment, a job queue and a job
+per task, with keys passed to the jobs); clowdr runs on AWS through its cloud back-end instead (``clowdr cloud``,
+``clowdr.driver.cloud``: Fargate or EC2 workers through dask-cloudprovider, keys kept in the client). Making one
+says so plainly instead of half-configuring an AWS account the old way.
 """
 from __future__ import annotations
 
@@ -14,5 +16,5 @@ class AWS(Endpoint):
 
     def __init__(self, auth: str) -> None:
         super().__init__(auth)
-        raise NotAvailableError("clowdr.endpoint.AWS: the AWS cloud back-end is not available yet in this version "
-                                "of clowdr (run on this machine or a cluster with clowdr.driver.local)")
+        raise NotAvailableError("clowdr.endpoint.AWS: the original's AWS Batch endpoint is not part of this clowdr; "
+                                "run on AWS with clowdr cloud or clowdr.driver.cloud (Fargate or EC2 workers)")
