@@ -84,10 +84,12 @@ class TaskCgroup:
                 _warned = True
             return None
 
-    def join_first(self, command: str) -> str:
-        """``command`` for ``/bin/sh -c`` that first moves the shell into this cgroup (what it starts is then
-        in it too); a shell that cannot join runs nothing (exit 125)."""
-        return f"echo $$ > '{self.path / 'cgroup.procs'}' || exit 125\n{command}"
+    def shell(self, command: str) -> list[str]:
+        """``/bin/sh`` running ``command`` as ``sh -c`` would, after moving itself into this cgroup (what it
+        starts is then in it too); a shell that cannot join runs nothing (exit 125). ``command`` stays an
+        argument of its own, so it may still be as long as Linux allows one argument to be."""
+        return ["/bin/sh", "-c", 'echo $$ > "$1" || exit 125; shift; eval "$1"', "sh",
+                str(self.path / "cgroup.procs"), command]
 
     def _read(self, name: str) -> str:
         try:

@@ -316,7 +316,7 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's
     cgroup = None if prepared.cidfile else TaskCgroup.create(unique, spec.memory)
     argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
-    argv += ["/bin/sh", "-c", cgroup.join_first(prepared.launch) if cgroup else prepared.launch]
+    argv += cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
     oom_kills_before = oom_kills()
     lock = place.hold(task, context.earlier_attempt_wait)
     guard = Guard.get()
