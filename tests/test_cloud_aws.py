@@ -5,9 +5,11 @@ so no packet can leave the machine whatever the code under test tries.
 What moto can show is tested: every resource created, tagged with the run id, private to the client's address,
 the task role's policy scoped to the run's prefixes, no credential in any request AWS received (task
 definitions, RunTask overrides, everything), and everything deleted at the end of start-up, on Ctrl-C, and by
-``clowdr cloud-cleanup`` after a ``kill -9``. What it cannot: moto runs no container, so no scheduler or worker
-ever starts (the scheduler task reads RUNNING at 127.0.0.1 and never answers); a whole run end to end, a worker
-lost mid-task, and the versions check of a connecting worker need a real ECS (or a test ECS agent).
+``clowdr cloud-cleanup`` after a ``kill -9``. Without more, moto runs no container (the scheduler task
+reads RUNNING at 127.0.0.1 and never answers: the start-up limit, Ctrl-C and kill -9 tests use that); with the
+test ECS agent (tests/ecsagent.py), each RUNNING task's container runs as a local process with its task
+definition's and overrides' command and environment and the task role's credentials served as ECS serves them,
+so whole runs go end to end (a sweep, BIDS with an s3:// PROVDIR, a worker task stopped mid-run).
 """
 from __future__ import annotations
 
@@ -182,7 +184,9 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert task["launchType"] == "FARGATE"
     overrides = task["overrides"]["containerOverrides"][0]
     assert overrides["name"] == "dask-scheduler" and overrides["command"][0] == "dask-scheduler"
-    assert [e["name"] for e in overrides["environment"]] == ["CLOWDR_CLIENT_VERSIONS"]
+    assert sorted(e["name"] for e in overrides["environment"]) == [
+        "CLOWDR_CLIENT_VERSIONS", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES",
+        "DASK_DISTRIBUTED__SCHEDULER__DEFAULT_TASK_DURATIONS__CLOWDR"]
     for arn in found.task_definitions:
         definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
         assert definition["taskRoleArn"].endswith(f"/clowdr-{run_id}-task")
@@ -266,6 +270,130 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(aws, provdir, change, 
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, done.stderr
     assert list(provdir.iterdir()) == [] and leftovers(aws) == []
+
+
+# -- whole runs, on the test ECS agent --------------------------------------------------------------------------
+READER = {
+    "name": "reader", "tool-version": "1", "schema-version": "0.5", "description": "reads staged data",
+    "command-line": "cat hello.txt > out-[MSG].txt; echo [MSG] $(cat hello.txt); sleep [SECONDS]",
+    "inputs": [{"id": "msg", "name": "msg", "type": "String", "value-key": "[MSG]"},
+               {"id": "seconds", "name": "seconds", "type": "Number", "value-key": "[SECONDS]"}],
+    "output-files": [{"id": "out", "name": "out", "path-template": "out-[MSG].txt"}],
+}
+
+
+@pytest.fixture
+def agent(aws):
+    from ecsagent import TestEcsAgent
+
+    running = TestEcsAgent(aws["session"], aws["env"]["AWS_ENDPOINT_URL"], aws["tmp"] / "ecs-agent")
+    aws["env"].update({"DASK_CLOWDR__CLOUD__START_TIMEOUT": "240", "DASK_CLOWDR__CLOUD__N_WORKERS": "2"})
+    yield running
+    running.close()
+
+
+def tool_run(aws, provdir, invocation, *extra, wait=True):
+    descriptor = write_json(aws["tmp"] / "reader.json", READER)
+    inv = write_json(aws["tmp"] / "inv.json", invocation)
+    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(inv), str(provdir), f"s3://{DATA}/in",
+            "aws", str(aws["creds"]), *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, **aws["env"]})
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def summaries(meta: Path) -> dict[int, dict]:
+    return {int(p.name.split("-")[1]): json.loads(p.read_text()) for p in meta.glob("task-*-summary.json")}
+
+
+def assert_agent_saw_no_key(agent):
+    for started in agent.started.values():
+        assert_no_secret(json.dumps(started["command"]), json.dumps(started["environment"]),
+                         started["log"].read_text(errors="replace"))
+        assert "AWS_ACCESS_KEY_ID" not in started["environment"]
+
+
+@inside
+def test_a_sweep_runs_end_to_end_on_fargate_through_the_test_agent(aws, agent, provdir):
+    code, out, err = tool_run(aws, provdir, {"msg": ["a", "b", "c"], "seconds": 0}, "--sweep", "msg")
+    assert code == 0, err
+    meta = Path(out.strip().splitlines()[-1])
+    run_id = meta.parent.name
+    found = summaries(meta)
+    assert sorted(found) == [0, 1, 2]
+    s3 = aws["session"].client("s3")
+    worker_tasks = {a for a, s in agent.started.items() if s["command"][0] == "dask-worker"}
+    for n, msg in enumerate("abc"):
+        summary = found[n]
+        assert summary["status"] == "succeeded" and summary["backend"] == "cloud", summary
+        assert summary["job_id"] in worker_tasks, "the attempt names its ECS task"
+        assert (meta / f"task-{n}-stdout.txt").read_text() == f"{msg} hello\n"
+        key = f"clowdr-runs/{run_id}/outputs/task-{n}/out-{msg}.txt"
+        assert summary["outputs_kept"] == {f"out-{msg}.txt": f"s3://{DATA}/{key}"}
+        assert s3.get_object(Bucket=DATA, Key=key)["Body"].read() == b"hello"
+    commands = sorted(s["command"][0] for s in agent.started.values())
+    assert commands == ["dask-scheduler", "dask-worker", "dask-worker"]
+    assert_agent_saw_no_key(agent)
+    assert leftovers(aws, run_id) == [], "every resource deleted after a normal run"
+    from ecsagent import wait_until
+
+    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)   # all stopped
+    assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
+
+
+@inside
+def test_bids_with_an_s3_provdir_end_to_end(aws, agent):
+    bids = {"bids/dataset_description.json": b"{}", "bids/sub-01/anat/T1w.nii": b"1",
+            "bids/sub-02/anat/T1w.nii": b"2"}
+    s3 = aws["session"].client("s3")
+    for key, body in bids.items():
+        s3.put_object(Bucket=DATA, Key=key, Body=body)
+    descriptor = write_json(aws["tmp"] / "bidslist.json", {
+        "name": "bidslist", "tool-version": "1", "schema-version": "0.5", "description": "lists a subject",
+        "command-line": "find [BIDS_DIR] -type f | sort; echo [ANALYSIS_LEVEL] [PARTICIPANT_LABEL]",
+        "inputs": [{"id": "bids_dir", "name": "d", "type": "String", "value-key": "[BIDS_DIR]"},
+                   {"id": "analysis_level", "name": "l", "type": "String", "value-key": "[ANALYSIS_LEVEL]"},
+                   {"id": "participant_label", "name": "p", "type": "String", "list": True, "optional": True,
+                    "command-line-flag": "--participant_label", "value-key": "[PARTICIPANT_LABEL]"}]})
+    inv = write_json(aws["tmp"] / "bids-inv.json", {"bids_dir": ".", "analysis_level": "participant",
+                                                     "participant_label": ["01", "02"]})
+    done = subprocess.run([sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(inv), f"s3://{PROV}/bids-runs",
+                           f"s3://{DATA}/bids", "aws", str(aws["creds"]), "-b"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **aws["env"]}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="bids-runs/").get("Contents", [])]
+    run_id = keys[0].split("/")[1]
+    for n, subject in ((0, "01"), (1, "02")):
+        stdout = s3.get_object(Bucket=PROV, Key=f"bids-runs/{run_id}/clowdr/task-{n}-stdout.txt")["Body"].read()
+        assert stdout.decode().split() == ["./dataset_description.json", f"./sub-{subject}/anat/T1w.nii",
+                                           "participant", "--participant_label", subject]
+        summary = json.loads(s3.get_object(Bucket=PROV, Key=f"bids-runs/{run_id}/clowdr/task-{n}-summary.json")[
+            "Body"].read())
+        assert summary["status"] == "succeeded"
+    assert leftovers(aws, run_id) == []
+    assert_agent_saw_no_key(agent)
+
+
+@inside
+def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
+    from ecsagent import wait_until
+
+    proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 25}, wait=False)
+    arn = wait_until(lambda: agent.task_running("sleep 25"), timeout=300)
+    ecs = aws["session"].client("ecs")
+    ecs.stop_task(cluster=arn.split("/")[-2], task=arn, reason="Your Spot Task was interrupted (test)")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    meta = Path(out.strip().splitlines()[-1])
+    summary = summaries(meta)[0]
+    assert summary["status"] == "succeeded" and summary["attempt"] == 2 and summary["job_id"] != arn
+    [lost] = summary["previous_attempts_ended"]
+    assert lost["failure"] == "worker-lost" and lost["job_id"] == arn
+    assert "Your Spot Task was interrupted (test)" in lost["error"]
+    assert leftovers(aws, meta.parent.name) == []
 
 
 @inside

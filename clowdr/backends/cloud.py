@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class CloudBackend(Backend):
     """AWS through dask-cloudprovider; settings in the ``cloud`` section of the config."""
 
     name = "cloud"
+    _task_arn: str | None = None          # on a worker: its ECS task (worker_job_id)
 
     def __init__(self, request: Any = None) -> None:
         super().__init__(request)
@@ -233,6 +235,37 @@ class CloudBackend(Backend):
             worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
             use_private_ip=bool(self.setting("private-ip")), **common)
 
+    # -- a worker that vanished ------------------------------------------------------------------------------------
+    def explain_lost(self, job_id: str | None) -> tuple[Any, str] | None:
+        """ECS's account of the worker task that ran the attempt (its ARN is the attempt's job id)."""
+        from clowdr.protocol import Failure
+
+        if not job_id or self.created is None or not self.created.cluster_arn:
+            return None
+        try:
+            [task] = self.context.session.client("ecs").describe_tasks(cluster=self.created.cluster_arn,
+                                                                       tasks=[job_id])["tasks"]
+        except Exception as exc:  # noqa: BLE001 -- only refines the record
+            return Failure.WORKER_LOST, f"ECS task {job_id.rsplit('/', 1)[-1]} unreadable ({type(exc).__name__})"
+        reason = task.get("stoppedReason") or task.get("stopCode") or "no reason given"
+        return Failure.WORKER_LOST, f"ECS task {job_id.rsplit('/', 1)[-1]} {task.get('lastStatus', '?')}: {reason}"
+
+    @classmethod
+    def worker_job_id(cls) -> str | None:
+        """On an ECS task: its ARN, from the task metadata endpoint ECS gives every container (asked once)."""
+        uri = os.environ.get("ECS_CONTAINER_METADATA_URI_V4")
+        if not uri:
+            return None
+        if cls._task_arn is None:
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"{uri}/task", timeout=5) as answer:
+                    cls._task_arn = str(json.loads(answer.read())["TaskARN"])
+            except (OSError, ValueError, KeyError):
+                return None
+        return cls._task_arn
+
     # -- stopping ------------------------------------------------------------------------------------------------
     def teardown(self) -> None:
         """Delete every resource of the run (retrying while AWS drains them), at most ``teardown-timeout`` s."""
@@ -247,8 +280,14 @@ WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.clo
 
 
 def worker_environment() -> dict[str, str]:
-    """The only environment clowdr gives scheduler and workers: the client's versions (no credential, ever)."""
-    return {VERSIONS_VARIABLE: json.dumps(client_versions(), sort_keys=True)}
+    """The only environment clowdr gives scheduler and workers (no credential, ever): the client's versions,
+    and the scheduler settings clowdr relies on, which a scheduler outside the client's process would not
+    have otherwise (a lost worker's task is never re-run silently by Dask: clowdr records it and runs it again)."""
+    from clowdr import config
+
+    return {VERSIONS_VARIABLE: json.dumps(client_versions(), sort_keys=True),
+            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(config.get("scheduler.allowed-failures")),
+            "DASK_DISTRIBUTED__SCHEDULER__DEFAULT_TASK_DURATIONS__CLOWDR": "1h"}
 
 
 def _owned(base: type) -> type:
