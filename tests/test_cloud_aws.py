@@ -272,6 +272,44 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(aws, provdir, change, 
     assert list(provdir.iterdir()) == [] and leftovers(aws) == []
 
 
+@inside
+def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_terminated(aws, provdir):
+    """EC2Cluster (cloud.cluster: ec2): its VMs boot nothing under moto, so the start-up limit ends the run; the
+    instances it created are checked meanwhile (user data, profile, group, tags) and must be gone after."""
+    ec2 = aws["session"].client("ec2")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    aws["env"].update({"DASK_CLOWDR__CLOUD__CLUSTER": "ec2", "DASK_CLOWDR__CLOUD__AMI": ami})
+    proc = cloud(aws, provdir, wait=False)
+
+    def scheduler_instance():
+        found = ec2.describe_instances(Filters=[{"Name": "tag:clowdr:created-by", "Values": ["clowdr"]},
+                                                {"Name": "instance-state-name", "Values": ["running"]}])
+        return [i for r in found["Reservations"] for i in r["Instances"]]
+
+    from ecsagent import wait_until
+
+    [instance] = wait_until(scheduler_instance, timeout=120)
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    run_id = tags["clowdr:run"]
+    [found] = leftovers(aws, run_id)
+    assert found.cluster_arn is None and found.task_definitions == [] and found.roles == [f"clowdr-{run_id}-task"]
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f"/clowdr-{run_id}")
+    assert [g["GroupId"] for g in instance["NetworkInterfaces"][0]["Groups"]] == [found.security_group]
+    user_data = base64.b64decode(ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")[
+        "UserData"]["Value"]).decode()
+    assert "CLOWDR_CLIENT_VERSIONS" in user_data and "clowdr-worker:test" in user_data
+    assert_no_secret(user_data)
+    role = aws["session"].client("iam").get_role(RoleName=f"clowdr-{run_id}-task")["Role"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "scheduler instance (running) to boot and answer on port 8786" in err, err
+    assert leftovers(aws, run_id) == []
+    state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]
+    assert state["Name"] == "terminated"
+    assert_no_secret(out, err)
+
+
 # -- whole runs, on the test ECS agent --------------------------------------------------------------------------
 READER = {
     "name": "reader", "tool-version": "1", "schema-version": "0.5", "description": "reads staged data",

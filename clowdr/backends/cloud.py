@@ -159,7 +159,7 @@ class CloudBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 -- handed to the watching thread
                 outcome["error"] = exc
 
-        self._step("starting the scheduler task")
+        self._step("starting the scheduler")
         thread = threading.Thread(target=build, name="clowdr-cloud-start", daemon=True)
         thread.start()
         limit = float(self.setting("start-timeout"))
@@ -192,7 +192,18 @@ class CloudBackend(Backend):
     def _waiting_for(self) -> str:
         """The step start-up waits for, from ECS's account of the run's tasks."""
         if self.kind() == "ec2":
-            return "waiting for the scheduler instance to boot and answer on port 8786"
+            from clowdr.awsresources import RUN_TAG
+
+            ec2 = self.context.session.client("ec2")
+            try:
+                found = ec2.describe_instances(Filters=[{"Name": f"tag:{RUN_TAG}", "Values": [self.created.run_id]}])
+            except Exception as exc:  # noqa: BLE001 -- only refines a message
+                return f"starting the instances (EC2 unreadable: {type(exc).__name__})"
+            states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
+            if not states:
+                return "waiting for EC2 to start the scheduler instance"
+            return (f"waiting for the scheduler instance ({states[0]}) to boot and answer on port 8786" if len(states) == 1
+                    else f"waiting for {len(states) - 1} worker instance(s) ({', '.join(sorted(set(states[1:])))})")
         ecs = self.context.session.client("ecs")
         try:
             arns = ecs.list_tasks(cluster=self.created.cluster_arn)["taskArns"]
@@ -216,24 +227,24 @@ class CloudBackend(Backend):
                 else "waiting for the workers to connect to the scheduler")
 
     def _cluster(self, plan: Any) -> Any:
-        common = {"n_workers": int(self.setting("n-workers")), "skip_cleanup": True,
-                  "security_groups": [self.created.security_group], "vpc": self.created.vpc,
-                  "region_name": plan.region, "asynchronous": False}
+        created = self.created
+        common = {"n_workers": int(self.setting("n-workers")), "security_groups": [created.security_group],
+                  "vpc": created.vpc, "asynchronous": False, "credentials": self.context.session}
         if self.kind() == "fargate":
             return owned_fargate()(
-                credentials=self.context.session, cluster_arn=self.created.cluster_arn,
-                execution_role_arn=self.created.role_arns["execution"], task_role_arn=self.created.role_arns["task"],
-                cloudwatch_logs_group=self.created.log_group, subnets=self.created.subnets,
-                scheduler_task_definition_arn=self.created.task_definitions[0],
-                worker_task_definition_arn=self.created.task_definitions[1], image=plan.image, tags=plan.tags,
-                environment=worker_environment(), worker_extra_args=WORKER_ARGS,
-                fargate_use_private_ip=bool(self.setting("private-ip")), **common)
+                cluster_arn=created.cluster_arn, execution_role_arn=created.role_arns["execution"],
+                task_role_arn=created.role_arns["task"], cloudwatch_logs_group=created.log_group,
+                subnets=created.subnets, scheduler_task_definition_arn=created.task_definitions[0],
+                worker_task_definition_arn=created.task_definitions[1], image=plan.image, tags=plan.tags,
+                environment=worker_environment(), worker_extra_args=WORKER_ARGS, skip_cleanup=True,
+                fargate_use_private_ip=bool(self.setting("private-ip")), region_name=plan.region, **common)
         return owned_ec2()(
-            credentials=self.context.session, instance_type=self.setting("instance-type"),
-            ami=self.setting("ami"), docker_image=plan.image, iam_instance_profile={"Name": self.created.instance_profile},
-            subnet_id=self.created.subnets[0] if self.created.subnets else None, env_vars=worker_environment(),
-            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
-            use_private_ip=bool(self.setting("private-ip")), **common)
+            region=plan.region, instance_type=self.setting("instance-type"), ami=self.setting("ami"),
+            docker_image=plan.image, iam_instance_profile={"Name": created.instance_profile},
+            subnet_id=created.subnets[0] if created.subnets else None, env_vars=worker_environment(),
+            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]},
+            filesystem_size=int(self.setting("disk-gib")), use_private_ip=bool(self.setting("private-ip")),
+            instance_tags=plan.tags, volume_tags=plan.tags, **common)
 
     # -- a worker that vanished ------------------------------------------------------------------------------------
     def explain_lost(self, job_id: str | None) -> tuple[Any, str] | None:
@@ -300,6 +311,20 @@ def _owned(base: type) -> type:
         def __init__(self, *, credentials: Any, **kwargs: Any) -> None:
             self._clowdr_session = credentials
             super().__init__(**kwargs)
+
+        @property
+        def boto_session(self) -> Any:
+            """EC2Cluster's session (its own would read the environment's credentials): the client's keys."""
+            from aiobotocore.session import AioSession
+
+            session = AioSession()
+            frozen = self._clowdr_session.session.get_credentials().get_frozen_credentials()
+            session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
+            return session
+
+        @boto_session.setter
+        def boto_session(self, value: Any) -> None:
+            pass
 
         def _client(self, name: str) -> Any:
             frozen = self._clowdr_session.session.get_credentials().get_frozen_credentials()
