@@ -435,6 +435,25 @@ def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent,
 
 
 @inside
+def test_sigterm_mid_run_stops_the_tools_and_deletes_everything(aws, agent, provdir):
+    from ecsagent import wait_until
+
+    proc = tool_run(aws, provdir, {"msg": "long", "seconds": 120}, wait=False)
+    wait_until(lambda: agent.task_running("sleep 120"), timeout=300)
+    run_dirs = wait_until(lambda: list(provdir.iterdir()), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err
+    run_id = run_dirs[0].name
+    assert leftovers(aws, run_id) == []
+    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)
+    assert agent.task_running("sleep 120") is None
+    archived = json.loads((run_dirs[0] / "clowdr" / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["failure"] == "cancelled"
+
+
+@inside
 def test_no_request_aws_received_carries_a_credential(aws, moto):
     """Last: every request moto recorded in this module (bodies and query strings: the parameters of every
     call, task definitions, RunTask overrides, policies, tags) is free of the secret and the key id."""
