@@ -138,6 +138,10 @@ def test_setup_prints_the_plan_and_creates_nothing(aws, provdir):
     code, out, err = cloud(aws, provdir, "--setup")
     assert code == 0, err
     assert "none created" in out and '"clowdr:run"' in out and "127.0.0.1/32" in out
+    [run] = provdir.iterdir()
+    options = json.loads((run / "clowdr" / "run.json").read_text())["options"]
+    assert options["cluster"] == "cloud" and options["credentials"] == str(aws["creds"])
+    assert not {"stop", "aws_session"} & set(options), "live objects are not options"
     assert leftovers(aws) == []
     assert not aws["session"].client("ecs").list_clusters()["clusterArns"] or all(
         c["status"] == "INACTIVE" for c in aws["session"].client("ecs").describe_clusters(
