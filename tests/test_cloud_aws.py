@@ -351,6 +351,15 @@ def summaries(meta: Path) -> dict[int, dict]:
     return {int(p.name.split("-")[1]): json.loads(p.read_text()) for p in meta.glob("task-*-summary.json")}
 
 
+def assert_no_secret_in_files(aws):
+    """Every file this test wrote (PROVDIR, its local mirror, the client's and the workers' temporary files, the
+    test agent's container logs), but the credentials file itself."""
+    for path in aws["tmp"].rglob("*"):
+        if path.is_file() and path != aws["creds"]:
+            data = path.read_bytes()
+            assert SECRET.encode() not in data and KEY_ID.encode() not in data, path
+
+
 def assert_agent_saw_no_key(agent):
     for started in agent.started.values():
         assert_no_secret(json.dumps(started["command"]), json.dumps(started["environment"]),
@@ -376,9 +385,11 @@ def test_a_sweep_runs_end_to_end_on_fargate_through_the_test_agent(aws, agent, p
         key = f"clowdr-runs/{run_id}/outputs/task-{n}/out-{msg}.txt"
         assert summary["outputs_kept"] == {f"out-{msg}.txt": f"s3://{DATA}/{key}"}
         assert s3.get_object(Bucket=DATA, Key=key)["Body"].read() == b"hello"
+        assert (meta.parent / "outputs" / f"task-{n}" / f"out-{msg}.txt").read_bytes() == b"hello", "kept locally"
     commands = sorted(s["command"][0] for s in agent.started.values())
     assert commands == ["dask-scheduler", "dask-worker", "dask-worker"]
     assert_agent_saw_no_key(agent)
+    assert_no_secret_in_files(aws)
     assert leftovers(aws, run_id) == [], "every resource deleted after a normal run"
     from ecsagent import wait_until
 
@@ -417,6 +428,7 @@ def test_bids_with_an_s3_provdir_end_to_end(aws, agent):
         assert summary["status"] == "succeeded"
     assert leftovers(aws, run_id) == []
     assert_agent_saw_no_key(agent)
+    assert_no_secret_in_files(aws)
 
 
 @inside
