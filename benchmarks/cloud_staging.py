@@ -142,7 +142,8 @@ def overhead_inside(args: argparse.Namespace) -> None:
     server.start()
     url = f"http://127.0.0.1:{port}"
     work = Path(tempfile.mkdtemp())
-    env = {**os.environ, "AWS_ENDPOINT_URL": url, "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+    env = {**os.environ, "AWS_ENDPOINT_URL": url, "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "PYTHONPATH": str(ROOT),
            "DASK_CLOWDR__CLOUD__IMAGE": "bench", "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1",
            "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true", "DASK_CLOWDR__CLOUD__N_WORKERS": str(os.cpu_count() or 2),

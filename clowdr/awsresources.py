@@ -185,8 +185,9 @@ class Resources:
         roles = [("task", plan.task_policy())]
         if fargate:             # EC2 instances need neither an ECS cluster nor ECS's execution role and log group
             self.step("creating the ECS cluster")
-            done.cluster_arn = ecs.create_cluster(clusterName=plan.name, tags=_aws_tags(plan.tags, "key", "value"),
-                                                  capacityProviders=["FARGATE", "FARGATE_SPOT"])["cluster"]["clusterArn"]
+            done.cluster_arn = ecs.create_cluster(
+                clusterName=plan.name, tags=_aws_tags(plan.tags, "key", "value"),
+                capacityProviders=["FARGATE", "FARGATE_SPOT"])["cluster"]["clusterArn"]
             self.step("creating the log group")
             logs.create_log_group(logGroupName=plan.log_group, tags=plan.tags)
             done.log_group = plan.log_group

@@ -8,13 +8,13 @@ what its own platform gives a container: the credentials endpoint of the task ro
 (``AWS_CONTAINER_CREDENTIALS_FULL_URI``: credentials from STS AssumeRole of the task definition's task role,
 served on 127.0.0.1 as ECS serves them), the task metadata endpoint (``ECS_CONTAINER_METADATA_URI_V4``), the
 region, and the S3/AWS endpoint (here moto's). Never the client's environment. A task stopped through the API
-has its processes killed as ``docker stop`` kills a container's; a process that exits stops its task, with the reason ECS would give.
+has its processes killed as ``docker stop`` kills a container's; a process that exits stops its task, with the
+reason ECS would give.
 """
 from __future__ import annotations
 
 import datetime
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -169,7 +169,8 @@ class TestEcsAgent:
 
 def _kill(process: subprocess.Popen, grace: float = 30.0) -> None:
     """As ``docker stop`` ends a container: SIGTERM to its first process, then after ``grace`` seconds (ECS's
-    default stopTimeout) SIGKILL to every process it holds (its whole tree: a container's processes die with it, whatever group they are in)."""
+    default stopTimeout) SIGKILL to every process it holds (its whole tree: a container's processes die with it,
+    whatever group they are in)."""
     try:
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     except psutil.Error:

@@ -80,7 +80,8 @@ def aws(moto, tmp_path, monkeypatch):
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
            "TMPDIR": str(tmp_path), "DASK_CLOWDR__CLOUD__IMAGE": "clowdr-worker:test",
            "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "20",
-           "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
+           "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     creds = tmp_path / "new_user_credentials.csv"
@@ -299,8 +300,8 @@ def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_termina
     assert found.cluster_arn is None and found.task_definitions == [] and found.roles == [f"clowdr-{run_id}-task"]
     assert instance["IamInstanceProfile"]["Arn"].endswith(f"/clowdr-{run_id}")
     assert [g["GroupId"] for g in instance["NetworkInterfaces"][0]["Groups"]] == [found.security_group]
-    user_data = base64.b64decode(ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")[
-        "UserData"]["Value"]).decode()
+    attribute = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
     assert "CLOWDR_CLIENT_VERSIONS" in user_data and "clowdr-worker:test" in user_data
     assert_no_secret(user_data)
     role = aws["session"].client("iam").get_role(RoleName=f"clowdr-{run_id}-task")["Role"]
@@ -312,6 +313,47 @@ def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_termina
     state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]
     assert state["Name"] == "terminated"
     assert_no_secret(out, err)
+
+
+@inside
+def test_teardown_retries_the_security_group_while_an_interface_drains_then_names_what_waits(aws, monkeypatch):
+    """moto deletes a group an interface still uses; AWS refuses (DependencyViolation): moto is made to refuse
+    too, as AWS does, for this test."""
+    import threading
+
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    from clowdr.awsresources import CloudError, Plan, Resources
+
+    original = SecurityGroupBackend._delete_security_group
+
+    def as_aws_does(backend, vpc_id, group_id):
+        if any(group_id in [g.id for g in eni.group_set] for eni in backend.enis.values()):
+            raise DependencyViolationError(f"resource {group_id} has a dependent object")
+        return original(backend, vpc_id, group_id)
+
+    monkeypatch.setattr(SecurityGroupBackend, "_delete_security_group", as_aws_does)
+
+    session = aws["session"]
+    ec2 = session.client("ec2")
+    steps: list[str] = []
+    resources = Resources(session.client, steps.append)
+    plan = Plan("2026-12-06_00-00-00-DRAINING", "us-east-1", f"s3://{DATA}/in", f"s3://{DATA}/runs/x",
+                "127.0.0.1/32", "img")
+    created = resources.create(plan)
+    # a network interface still holding the group, as a stopped Fargate task's does for a while
+    eni = ec2.create_network_interface(SubnetId=created.subnets[0], Groups=[created.security_group])
+    eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
+    with pytest.raises(CloudError, match=r"teardown timed out while deleting the security group .* draining"):
+        resources.delete(created, timeout=3)
+    assert created.security_group and not created.roles and created.cluster_arn is None, "the rest is gone"
+
+    threading.Timer(3, lambda: ec2.delete_network_interface(NetworkInterfaceId=eni_id)).start()
+    resources.delete(created, timeout=120)
+    assert created.empty and leftovers(aws, plan.run_id) == []
+    assert steps.count(f"deleting the security group {eni['NetworkInterface']['Groups'][0]['GroupId']} "
+                       "(its network interfaces are draining)") == 2
 
 
 # -- whole runs, on the test ECS agent --------------------------------------------------------------------------

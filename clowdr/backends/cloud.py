@@ -71,7 +71,8 @@ class CloudBackend(Backend):
     def context(self) -> CloudContext:
         context = getattr(self.request, "cloud", None)
         if context is None:
-            raise InputError("cloud", "the cloud back-end runs through 'clowdr cloud' (it needs S3 data and credentials)")
+            raise InputError("cloud", "the cloud back-end runs through 'clowdr cloud' (it needs S3 data and "
+                                      "credentials)")
         return context
 
     def kind(self) -> str:
@@ -202,8 +203,9 @@ class CloudBackend(Backend):
             states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
             if not states:
                 return "waiting for EC2 to start the scheduler instance"
-            return (f"waiting for the scheduler instance ({states[0]}) to boot and answer on port 8786" if len(states) == 1
-                    else f"waiting for {len(states) - 1} worker instance(s) ({', '.join(sorted(set(states[1:])))})")
+            if len(states) == 1:
+                return f"waiting for the scheduler instance ({states[0]}) to boot and answer on port 8786"
+            return f"waiting for {len(states) - 1} worker instance(s) ({', '.join(sorted(set(states[1:])))})"
         ecs = self.context.session.client("ecs")
         try:
             arns = ecs.list_tasks(cluster=self.created.cluster_arn)["taskArns"]
@@ -280,9 +282,15 @@ class CloudBackend(Backend):
     # -- stopping ------------------------------------------------------------------------------------------------
     def teardown(self) -> None:
         """Delete every resource of the run (retrying while AWS drains them), at most ``teardown-timeout`` s."""
+        from clowdr.awsresources import CloudError
+
         if self.resources is None or self.created is None or self.created.empty:
             return
-        self.resources.delete(self.created, float(self.setting("teardown-timeout")))
+        try:
+            self.resources.delete(self.created, float(self.setting("teardown-timeout")))
+        except CloudError as exc:
+            raise CloudError(f"{exc}: what is left goes with 'clowdr cloud-cleanup CREDENTIALS --run_id "
+                             f"{self.created.run_id}'") from None
         log.info("cloud: every AWS resource of run %s deleted", self.created.run_id)
 
 
