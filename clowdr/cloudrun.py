@@ -60,7 +60,7 @@ class ProvenanceUploader:
                 except FileNotFoundError:
                     continue
                 stamp = (info.st_size, info.st_mtime_ns)
-                if self.seen.get(path) != stamp and not name.startswith((".", "tmp")):
+                if self.seen.get(path) != stamp and not name.startswith("."):   # . : a file being written
                     changed.append((path, stamp))
         if not changed:
             return 0

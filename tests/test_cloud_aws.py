@@ -474,6 +474,34 @@ def test_bids_with_an_s3_provdir_end_to_end(aws, agent):
 
 
 @inside
+def test_an_s3_provdir_shows_a_running_task(aws, agent):
+    """Usage and logs reach an s3:// PROVDIR while the task runs (cloud.provenance-interval), not only at the end."""
+    from ecsagent import wait_until
+
+    aws["env"]["DASK_CLOWDR__CLOUD__PROVENANCE_INTERVAL"] = "1"
+    proc = tool_run(aws, f"s3://{PROV}/live", {"msg": "live", "seconds": 20}, wait=False)
+    s3 = aws["session"].client("s3")
+
+    def live_records():
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="live/").get("Contents", [])]
+        wanted = [k for k in keys if k.endswith(("/clowdr/task-0-stdout.txt", "/clowdr/task-0-usage.csv"))]
+        if len(wanted) < 2:
+            return None
+        stdout = s3.get_object(Bucket=PROV, Key=next(k for k in wanted if k.endswith("stdout.txt")))["Body"].read()
+        return wanted if stdout == b"live hello\n" else None
+
+    keys = wait_until(live_records, timeout=300)
+    assert agent.task_running("sleep 20"), "the task still runs"
+    assert not any(k.endswith("task-0-summary.json") for k in
+                   [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="live/")["Contents"]])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    run_prefix = keys[0].rsplit("/clowdr/", 1)[0]
+    summary = json.loads(s3.get_object(Bucket=PROV, Key=f"{run_prefix}/clowdr/task-0-summary.json")["Body"].read())
+    assert summary["status"] == "succeeded"
+
+
+@inside
 def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
     from ecsagent import wait_until
 
