@@ -79,7 +79,7 @@ def aws(moto, tmp_path, monkeypatch):
     env = {"AWS_ENDPOINT_URL": moto["url"], "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
            "TMPDIR": str(tmp_path), "DASK_CLOWDR__CLOUD__IMAGE": "clowdr-worker:test",
-           "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "20",
+           "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "12",
            "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true",
            "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
     for name, value in env.items():
@@ -203,7 +203,7 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert proc.returncode == 1, err
     lines = [line for line in err.splitlines() if line.startswith("clowdr cloud:")]
     assert len(lines) == 1, err
-    assert "start-up took over 20 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
+    assert "start-up took over 12 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
     assert leftovers(aws, run_id) == [], "every resource deleted"
     assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
 
@@ -479,7 +479,7 @@ def test_an_s3_provdir_shows_a_running_task(aws, agent):
     from ecsagent import wait_until
 
     aws["env"]["DASK_CLOWDR__CLOUD__PROVENANCE_INTERVAL"] = "1"
-    proc = tool_run(aws, f"s3://{PROV}/live", {"msg": "live", "seconds": 20}, wait=False)
+    proc = tool_run(aws, f"s3://{PROV}/live", {"msg": "live", "seconds": 10}, wait=False)
     s3 = aws["session"].client("s3")
 
     def live_records():
@@ -491,7 +491,7 @@ def test_an_s3_provdir_shows_a_running_task(aws, agent):
         return wanted if stdout == b"live hello\n" else None
 
     keys = wait_until(live_records, timeout=300)
-    assert agent.task_running("sleep 20"), "the task still runs"
+    assert agent.task_running("sleep 10"), "the task still runs"
     assert not any(k.endswith("task-0-summary.json") for k in
                    [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="live/")["Contents"]])
     out, err = proc.communicate(timeout=300)
@@ -505,8 +505,8 @@ def test_an_s3_provdir_shows_a_running_task(aws, agent):
 def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
     from ecsagent import wait_until
 
-    proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 25}, wait=False)
-    arn = wait_until(lambda: agent.task_running("sleep 25"), timeout=300)
+    proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 10}, wait=False)
+    arn = wait_until(lambda: agent.task_running("sleep 10"), timeout=300)
     ecs = aws["session"].client("ecs")
     ecs.stop_task(cluster=arn.split("/")[-2], task=arn, reason="Your Spot Task was interrupted (test)")
     out, err = proc.communicate(timeout=600)
