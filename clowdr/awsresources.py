@@ -125,16 +125,19 @@ class Plan:
 
     def describe(self) -> str:
         """The whole plan as text: what ``--setup`` prints (nothing is created)."""
-        roles = {"task role (workers' S3 access)": (self.role_name("task"), self.task_policy()),
-                 "execution role (image pull, logs)": (self.role_name("execution"), self.execution_policy())}
+        fargate = self.kind == "fargate"
+        roles = {"task role (workers' S3 access)": (self.role_name("task"), self.task_policy())}
+        if fargate:
+            roles["execution role (image pull, logs)"] = (self.role_name("execution"), self.execution_policy())
         lines = [f"# AWS resources clowdr would create for run {self.run_id} in {self.region} (none created)",
-                 f"tags on every resource: {json.dumps(self.tags)}",
-                 f"ECS cluster: {self.name}", f"log group: {self.log_group}"]
+                 f"tags on every resource: {json.dumps(self.tags)}"]
+        lines += ([f"ECS cluster: {self.name}", f"log group: {self.log_group}"] if fargate else
+                  [f"instance profile {ROLE_PATH}{self.name} (the task role) for the scheduler and worker instances"])
         for what, (name, policy) in roles.items():
             lines += [f"IAM role {ROLE_PATH}{name}, {what}, inline policy:", json.dumps(policy, indent=2)]
         lines += [f"security group {self.name} in the default VPC (or cloud.vpc), ingress:",
                   json.dumps(self.ingress("<this group>"), indent=2)]
-        for role in ("scheduler", "worker"):
+        for role in ("scheduler", "worker") if fargate else ():
             lines += [f"task definition {self.name}-{role}:",
                       json.dumps(self.task_definition(role, "<task role>", "<execution role>"), indent=2)]
         return "\n".join(lines)
@@ -178,14 +181,19 @@ class Resources:
         """Everything of ``plan``, recorded in ``created`` as it comes (so a failure can be torn down)."""
         done = created or Created(plan.run_id)
         ecs, iam, ec2, logs = (self.client(s) for s in ("ecs", "iam", "ec2", "logs"))
-        self.step("creating the ECS cluster")
-        done.cluster_arn = ecs.create_cluster(clusterName=plan.name, tags=_aws_tags(plan.tags, "key", "value"),
-                                              capacityProviders=["FARGATE", "FARGATE_SPOT"])["cluster"]["clusterArn"]
-        self.step("creating the log group")
-        logs.create_log_group(logGroupName=plan.log_group, tags=plan.tags)
-        done.log_group = plan.log_group
-        service = "ec2" if plan.kind == "ec2" else "ecs"
-        for kind, policy in (("execution", plan.execution_policy()), ("task", plan.task_policy())):
+        fargate = plan.kind == "fargate"
+        roles = [("task", plan.task_policy())]
+        if fargate:             # EC2 instances need neither an ECS cluster nor ECS's execution role and log group
+            self.step("creating the ECS cluster")
+            done.cluster_arn = ecs.create_cluster(
+                clusterName=plan.name, tags=_aws_tags(plan.tags, "key", "value"),
+                capacityProviders=["FARGATE", "FARGATE_SPOT"])["cluster"]["clusterArn"]
+            self.step("creating the log group")
+            logs.create_log_group(logGroupName=plan.log_group, tags=plan.tags)
+            done.log_group = plan.log_group
+            roles.insert(0, ("execution", plan.execution_policy()))
+        service = "ecs" if fargate else "ec2"
+        for kind, policy in roles:
             self.step(f"creating the {kind} role")
             name = plan.role_name(kind)
             trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
@@ -211,7 +219,7 @@ class Resources:
         )["GroupId"]
         ec2.authorize_security_group_ingress(GroupId=done.security_group, IpPermissions=plan.ingress(
             done.security_group))
-        if plan.kind == "fargate":
+        if fargate:
             for role in ("scheduler", "worker"):
                 self.step(f"registering the {role} task definition")
                 definition = plan.task_definition(role, done.role_arns["task"], done.role_arns["execution"])
@@ -302,8 +310,8 @@ class Resources:
             if (found := of(tags)) is not None:
                 found.roles.append(role["RoleName"])
         for profile in _pages(iam, "list_instance_profiles", "InstanceProfiles", PathPrefix=ROLE_PATH):
-            tags = {t["Key"]: t["Value"] for t in iam.list_instance_profile_tags(
-                InstanceProfileName=profile["InstanceProfileName"]).get("Tags", [])}
+            tags = {t["Key"]: t["Value"] for t in iam.get_instance_profile(
+                InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get("Tags", [])}
             if (found := of(tags)) is not None:
                 found.instance_profile = profile["InstanceProfileName"]
         for group in ec2.describe_security_groups(Filters=[{"Name": f"tag:{OWNER_TAG}", "Values": [OWNER]}])[

@@ -1,6 +1,6 @@
 """``clowdr cloud``: the request built from the command line, an ``s3://`` PROVDIR kept in a local mirror whose
 changed records are uploaded while the run goes (every ``cloud.provenance-interval`` seconds, and once more at
-the end, whatever ends it), and ``clowdr cloud-cleanup``.
+the end, whatever ends it), a local PROVDIR given a copy of the run's outputs, and ``clowdr cloud-cleanup``.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class ProvenanceUploader:
                 except FileNotFoundError:
                     continue
                 stamp = (info.st_size, info.st_mtime_ns)
-                if self.seen.get(path) != stamp and not name.startswith((".", "tmp")):
+                if self.seen.get(path) != stamp and not name.startswith("."):   # . : a file being written
                     changed.append((path, stamp))
         if not changed:
             return 0
@@ -91,10 +91,27 @@ def run_cloud(request: CloudRequest, stop: Any) -> Any:
         uploader = ProvenanceUploader(Path(request.provdir), request.remote_provdir, request.session().s3fs(),
                                       float(config.get("cloud.provenance-interval"))).start()
     try:
-        return run_local(request, stop)
+        outcome = run_local(request, stop)
+        if not request.remote_provdir and not request.setup:
+            fetch_outputs(request, outcome.run.root)
+        return outcome
     finally:
         if uploader is not None:
             uploader.close()
+
+
+def fetch_outputs(request: CloudRequest, run_root: Path) -> None:
+    """A local PROVDIR keeps the run's outputs too: what the workers put under the run's S3 prefix is copied to
+    ``<run>/outputs/task-N/`` (the summaries say where each was put; a failed copy is only a warning)."""
+    from clowdr.staging import Staging, StagingError, stage_in
+
+    prefix = f"{request.run_prefix(run_root.name)}/outputs"
+    try:
+        fetched = stage_in(Staging(source=prefix), str(run_root / "outputs"), request.session().s3fs())
+    except StagingError as exc:
+        log.warning("cloud: the outputs stay in %s (%s)", prefix, exc)
+        return
+    log.info("cloud: %d output file(s) copied from %s to %s", fetched["objects"], prefix, run_root / "outputs")
 
 
 def cleanup(credentials: str | None, region: str | None, run_id: str | None, dry_run: bool) -> list[str]:

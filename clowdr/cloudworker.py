@@ -1,5 +1,5 @@
-"""Preloaded by every cloud worker (``dask-worker --preload-nanny/--preload clowdr.cloudworker``): it refuses to serve a client
-whose software differs from its own, then sets up as any clowdr worker.
+"""Preloaded by every cloud worker (``dask-worker --preload-nanny/--preload clowdr.cloudworker``): it refuses to
+serve a client whose software differs from its own, then sets up as any clowdr worker.
 
 A worker image built for other versions of Python, dask, distributed or clowdr fails in ways that look like
 tool errors (a task that cannot be unpickled, an event the client cannot read). The client sends its versions

@@ -134,7 +134,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
     """
     req, tool, launched = planned.req, planned.tool, planned.launched
     planned.backend.request.run_id = run.run_id
-    options = {k: v for k, v in vars(req).items() if k != "command"}
+    options = req.recorded_options()
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
                       "shared_filesystem": planned.backend.shared_filesystem,

@@ -94,6 +94,11 @@ class LocalRequest:
 
             check_url(self.s3)
 
+    def recorded_options(self) -> dict[str, Any]:
+        """The options as run.json records them (how it was launched is recorded apart; live objects never)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "command" and f.metadata.get("record", True)}
+
     def check_data(self) -> None:
         """The --s3 location can be listed (with the standard credential chain)."""
         from clowdr.staging import check_source
@@ -154,11 +159,11 @@ class CloudRequest(LocalRequest):
     credentials: str | None = None
     region: str | None = None
     remote_provdir: str | None = None           # the s3:// PROVDIR, when provdir is its local mirror
-    stop: Any = None                            # the launch's stop request (start-up watches it too)
+    stop: Any = field(default=None, metadata={"record": False})     # the launch's stop request (start-up too)
+    aws_session: Any = field(default=None, repr=False, metadata={"record": False})   # once loaded
 
     def __post_init__(self) -> None:
         self.cluster = "cloud"
-        self._session: Any = None
 
     def check(self) -> None:
         super().check()
@@ -172,11 +177,11 @@ class CloudRequest(LocalRequest):
 
     def session(self) -> Any:
         """The client's AWS session from the credentials file (loaded once; InputError for a bad file)."""
-        if self._session is None:
+        if self.aws_session is None:
             from clowdr import config, credentials
 
-            self._session = credentials.load(self.credentials, self.region or config.get("cloud.region"))
-        return self._session
+            self.aws_session = credentials.load(self.credentials, self.region or config.get("cloud.region"))
+        return self.aws_session
 
     def check_data(self) -> None:
         from clowdr.staging import check_source

@@ -177,7 +177,7 @@ def keep_outputs(staging: Staging, outputs: list[str], workdir: str, fs: Any = N
         for path, rel in files:
             remote = f"{prefix}/{Path(rel).as_posix()}"
             kept[Path(rel).as_posix()] = SCHEME + remote
-            jobs.append(_upload_job(fs, path, remote, staging.chunk, staging.tries))
+            jobs.append(_upload_job(fs, path, remote, staging.chunk, staging.tries, staging.concurrency))
         _run_all(fs, jobs, staging.concurrency)
     else:
         for path, rel in files:
@@ -187,12 +187,13 @@ def keep_outputs(staging: Staging, outputs: list[str], workdir: str, fs: Any = N
     return kept
 
 
-async def _upload_job(fs: Any, path: str, remote: str, chunk: int, tries: int) -> None:
-    """One file to ``remote`` (multipart above two chunks): an object exists only once it arrived whole."""
+async def _upload_job(fs: Any, path: str, remote: str, chunk: int, tries: int, parts: int) -> None:
+    """One file to ``remote`` (multipart above two chunks, ``parts`` at once): an object exists only once it
+    arrived whole."""
     size = os.path.getsize(path)
     for attempt in range(1, tries + 1):
         try:
-            await fs._put_file(path, remote, chunksize=chunk)
+            await fs._put_file(path, remote, chunksize=chunk, max_concurrency=parts)
             info = await fs._info(remote, refresh=True)
             if int(info.get("size") or 0) == size:
                 return

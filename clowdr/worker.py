@@ -152,8 +152,9 @@ def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunCo
                       container_image=prepared.container_image, container_engine=prepared.container_engine)
         samples, figures = _spawn_and_measure(prepared, place, spec, emit, context)
     except Exception as exc:  # the tool never started: record why, keep the run going
-        failure = (Failure.STAGING_ERROR if isinstance(exc, StagingError) else
-                   Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container else Failure.SETUP_ERROR)
+        failure = (Failure.STAGING_ERROR if isinstance(exc, StagingError)
+                   else Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container
+                   else Failure.SETUP_ERROR)
         record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
                       end_time=iso(time.time()), duration=0.0, realtime=0.0, usage=[], outputs=[],
                       missing_outputs=[])

@@ -5,9 +5,11 @@ so no packet can leave the machine whatever the code under test tries.
 What moto can show is tested: every resource created, tagged with the run id, private to the client's address,
 the task role's policy scoped to the run's prefixes, no credential in any request AWS received (task
 definitions, RunTask overrides, everything), and everything deleted at the end of start-up, on Ctrl-C, and by
-``clowdr cloud-cleanup`` after a ``kill -9``. What it cannot: moto runs no container, so no scheduler or worker
-ever starts (the scheduler task reads RUNNING at 127.0.0.1 and never answers); a whole run end to end, a worker
-lost mid-task, and the versions check of a connecting worker need a real ECS (or a test ECS agent).
+``clowdr cloud-cleanup`` after a ``kill -9``. Without more, moto runs no container (the scheduler task
+reads RUNNING at 127.0.0.1 and never answers: the start-up limit, Ctrl-C and kill -9 tests use that); with the
+test ECS agent (tests/ecsagent.py), each RUNNING task's container runs as a local process with its task
+definition's and overrides' command and environment and the task role's credentials served as ECS serves them,
+so whole runs go end to end (a sweep, BIDS with an s3:// PROVDIR, a worker task stopped mid-run).
 """
 from __future__ import annotations
 
@@ -77,8 +79,9 @@ def aws(moto, tmp_path, monkeypatch):
     env = {"AWS_ENDPOINT_URL": moto["url"], "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
            "TMPDIR": str(tmp_path), "DASK_CLOWDR__CLOUD__IMAGE": "clowdr-worker:test",
-           "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "20",
-           "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
+           "DASK_CLOWDR__CLOUD__CLIENT_ADDRESS": "127.0.0.1", "DASK_CLOWDR__CLOUD__START_TIMEOUT": "12",
+           "DASK_CLOWDR__CLOUD__TEARDOWN_TIMEOUT": "60", "DASK_CLOWDR__CLOUD__PRIVATE_IP": "true",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     creds = tmp_path / "new_user_credentials.csv"
@@ -136,6 +139,10 @@ def test_setup_prints_the_plan_and_creates_nothing(aws, provdir):
     code, out, err = cloud(aws, provdir, "--setup")
     assert code == 0, err
     assert "none created" in out and '"clowdr:run"' in out and "127.0.0.1/32" in out
+    [run] = provdir.iterdir()
+    options = json.loads((run / "clowdr" / "run.json").read_text())["options"]
+    assert options["cluster"] == "cloud" and options["credentials"] == str(aws["creds"])
+    assert not {"stop", "aws_session"} & set(options), "live objects are not options"
     assert leftovers(aws) == []
     assert not aws["session"].client("ecs").list_clusters()["clusterArns"] or all(
         c["status"] == "INACTIVE" for c in aws["session"].client("ecs").describe_clusters(
@@ -182,7 +189,9 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert task["launchType"] == "FARGATE"
     overrides = task["overrides"]["containerOverrides"][0]
     assert overrides["name"] == "dask-scheduler" and overrides["command"][0] == "dask-scheduler"
-    assert [e["name"] for e in overrides["environment"]] == ["CLOWDR_CLIENT_VERSIONS"]
+    assert sorted(e["name"] for e in overrides["environment"]) == [
+        "CLOWDR_CLIENT_VERSIONS", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES",
+        "DASK_DISTRIBUTED__SCHEDULER__DEFAULT_TASK_DURATIONS__CLOWDR"]
     for arn in found.task_definitions:
         definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
         assert definition["taskRoleArn"].endswith(f"/clowdr-{run_id}-task")
@@ -194,7 +203,7 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert proc.returncode == 1, err
     lines = [line for line in err.splitlines() if line.startswith("clowdr cloud:")]
     assert len(lines) == 1, err
-    assert "start-up took over 20 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
+    assert "start-up took over 12 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
     assert leftovers(aws, run_id) == [], "every resource deleted"
     assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
 
@@ -266,6 +275,268 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(aws, provdir, change, 
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, done.stderr
     assert list(provdir.iterdir()) == [] and leftovers(aws) == []
+
+
+@inside
+def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_terminated(aws, provdir):
+    """EC2Cluster (cloud.cluster: ec2): its VMs boot nothing under moto, so the start-up limit ends the run; the
+    instances it created are checked meanwhile (user data, profile, group, tags) and must be gone after."""
+    ec2 = aws["session"].client("ec2")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    aws["env"].update({"DASK_CLOWDR__CLOUD__CLUSTER": "ec2", "DASK_CLOWDR__CLOUD__AMI": ami})
+    proc = cloud(aws, provdir, wait=False)
+
+    def scheduler_instance():
+        found = ec2.describe_instances(Filters=[{"Name": "tag:clowdr:created-by", "Values": ["clowdr"]},
+                                                {"Name": "instance-state-name", "Values": ["running"]}])
+        return [i for r in found["Reservations"] for i in r["Instances"]]
+
+    from ecsagent import wait_until
+
+    [instance] = wait_until(scheduler_instance, timeout=120)
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    run_id = tags["clowdr:run"]
+    [found] = leftovers(aws, run_id)
+    assert found.cluster_arn is None and found.task_definitions == [] and found.roles == [f"clowdr-{run_id}-task"]
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f"/clowdr-{run_id}")
+    assert [g["GroupId"] for g in instance["NetworkInterfaces"][0]["Groups"]] == [found.security_group]
+    attribute = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
+    assert "CLOWDR_CLIENT_VERSIONS" in user_data and "clowdr-worker:test" in user_data
+    assert_no_secret(user_data)
+    role = aws["session"].client("iam").get_role(RoleName=f"clowdr-{run_id}-task")["Role"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "scheduler instance (running) to boot and answer on port 8786" in err, err
+    assert leftovers(aws, run_id) == []
+    state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]
+    assert state["Name"] == "terminated"
+    assert_no_secret(out, err)
+
+
+@inside
+def test_teardown_retries_the_security_group_while_an_interface_drains_then_names_what_waits(aws, monkeypatch):
+    """moto deletes a group an interface still uses; AWS refuses (DependencyViolation): moto is made to refuse
+    too, as AWS does, for this test."""
+    import threading
+
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+
+    from clowdr.awsresources import CloudError, Plan, Resources
+
+    original = SecurityGroupBackend._delete_security_group
+
+    def as_aws_does(backend, vpc_id, group_id):
+        if any(group_id in [g.id for g in eni.group_set] for eni in backend.enis.values()):
+            raise DependencyViolationError(f"resource {group_id} has a dependent object")
+        return original(backend, vpc_id, group_id)
+
+    monkeypatch.setattr(SecurityGroupBackend, "_delete_security_group", as_aws_does)
+
+    session = aws["session"]
+    ec2 = session.client("ec2")
+    steps: list[str] = []
+    resources = Resources(session.client, steps.append)
+    plan = Plan("2026-12-06_00-00-00-DRAINING", "us-east-1", f"s3://{DATA}/in", f"s3://{DATA}/runs/x",
+                "127.0.0.1/32", "img")
+    created = resources.create(plan)
+    # a network interface still holding the group, as a stopped Fargate task's does for a while
+    eni = ec2.create_network_interface(SubnetId=created.subnets[0], Groups=[created.security_group])
+    eni_id = eni["NetworkInterface"]["NetworkInterfaceId"]
+    with pytest.raises(CloudError, match=r"teardown timed out while deleting the security group .* draining"):
+        resources.delete(created, timeout=3)
+    assert created.security_group and not created.roles and created.cluster_arn is None, "the rest is gone"
+
+    threading.Timer(3, lambda: ec2.delete_network_interface(NetworkInterfaceId=eni_id)).start()
+    resources.delete(created, timeout=120)
+    assert created.empty and leftovers(aws, plan.run_id) == []
+    assert steps.count(f"deleting the security group {eni['NetworkInterface']['Groups'][0]['GroupId']} "
+                       "(its network interfaces are draining)") == 2
+
+
+# -- whole runs, on the test ECS agent --------------------------------------------------------------------------
+READER = {
+    "name": "reader", "tool-version": "1", "schema-version": "0.5", "description": "reads staged data",
+    "command-line": "cat hello.txt > out-[MSG].txt; echo [MSG] $(cat hello.txt); sleep [SECONDS]",
+    "inputs": [{"id": "msg", "name": "msg", "type": "String", "value-key": "[MSG]"},
+               {"id": "seconds", "name": "seconds", "type": "Number", "value-key": "[SECONDS]"}],
+    "output-files": [{"id": "out", "name": "out", "path-template": "out-[MSG].txt"}],
+}
+
+
+@pytest.fixture
+def agent(aws):
+    from ecsagent import TestEcsAgent
+
+    running = TestEcsAgent(aws["session"], aws["env"]["AWS_ENDPOINT_URL"], aws["tmp"] / "ecs-agent")
+    aws["env"].update({"DASK_CLOWDR__CLOUD__START_TIMEOUT": "240", "DASK_CLOWDR__CLOUD__N_WORKERS": "2"})
+    yield running
+    running.close()
+
+
+def tool_run(aws, provdir, invocation, *extra, wait=True):
+    descriptor = write_json(aws["tmp"] / "reader.json", READER)
+    inv = write_json(aws["tmp"] / "inv.json", invocation)
+    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(inv), str(provdir), f"s3://{DATA}/in",
+            "aws", str(aws["creds"]), *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, **aws["env"]})
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def summaries(meta: Path) -> dict[int, dict]:
+    return {int(p.name.split("-")[1]): json.loads(p.read_text()) for p in meta.glob("task-*-summary.json")}
+
+
+def assert_no_secret_in_files(aws):
+    """Every file this test wrote (PROVDIR, its local mirror, the client's and the workers' temporary files, the
+    test agent's container logs), but the credentials file itself."""
+    for path in aws["tmp"].rglob("*"):
+        if path.is_file() and path != aws["creds"]:
+            data = path.read_bytes()
+            assert SECRET.encode() not in data and KEY_ID.encode() not in data, path
+
+
+def assert_agent_saw_no_key(agent):
+    for started in agent.started.values():
+        assert_no_secret(json.dumps(started["command"]), json.dumps(started["environment"]),
+                         started["log"].read_text(errors="replace"))
+        assert "AWS_ACCESS_KEY_ID" not in started["environment"]
+
+
+@inside
+def test_a_sweep_runs_end_to_end_on_fargate_through_the_test_agent(aws, agent, provdir):
+    code, out, err = tool_run(aws, provdir, {"msg": ["a", "b", "c"], "seconds": 0}, "--sweep", "msg")
+    assert code == 0, err
+    meta = Path(out.strip().splitlines()[-1])
+    run_id = meta.parent.name
+    found = summaries(meta)
+    assert sorted(found) == [0, 1, 2]
+    s3 = aws["session"].client("s3")
+    worker_tasks = {a for a, s in agent.started.items() if s["command"][0] == "dask-worker"}
+    for n, msg in enumerate("abc"):
+        summary = found[n]
+        assert summary["status"] == "succeeded" and summary["backend"] == "cloud", summary
+        assert summary["job_id"] in worker_tasks, "the attempt names its ECS task"
+        assert (meta / f"task-{n}-stdout.txt").read_text() == f"{msg} hello\n"
+        key = f"clowdr-runs/{run_id}/outputs/task-{n}/out-{msg}.txt"
+        assert summary["outputs_kept"] == {f"out-{msg}.txt": f"s3://{DATA}/{key}"}
+        assert s3.get_object(Bucket=DATA, Key=key)["Body"].read() == b"hello"
+        assert (meta.parent / "outputs" / f"task-{n}" / f"out-{msg}.txt").read_bytes() == b"hello", "kept locally"
+    commands = sorted(s["command"][0] for s in agent.started.values())
+    assert commands == ["dask-scheduler", "dask-worker", "dask-worker"]
+    assert_agent_saw_no_key(agent)
+    assert_no_secret_in_files(aws)
+    assert leftovers(aws, run_id) == [], "every resource deleted after a normal run"
+    from ecsagent import wait_until
+
+    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)   # all stopped
+    assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
+
+
+@inside
+def test_bids_with_an_s3_provdir_end_to_end(aws, agent):
+    bids = {"bids/dataset_description.json": b"{}", "bids/sub-01/anat/T1w.nii": b"1",
+            "bids/sub-02/anat/T1w.nii": b"2"}
+    s3 = aws["session"].client("s3")
+    for key, body in bids.items():
+        s3.put_object(Bucket=DATA, Key=key, Body=body)
+    descriptor = write_json(aws["tmp"] / "bidslist.json", {
+        "name": "bidslist", "tool-version": "1", "schema-version": "0.5", "description": "lists a subject",
+        "command-line": "find [BIDS_DIR] -type f | sort; echo [ANALYSIS_LEVEL] [PARTICIPANT_LABEL]",
+        "inputs": [{"id": "bids_dir", "name": "d", "type": "String", "value-key": "[BIDS_DIR]"},
+                   {"id": "analysis_level", "name": "l", "type": "String", "value-key": "[ANALYSIS_LEVEL]"},
+                   {"id": "participant_label", "name": "p", "type": "String", "list": True, "optional": True,
+                    "command-line-flag": "--participant_label", "value-key": "[PARTICIPANT_LABEL]"}]})
+    inv = write_json(aws["tmp"] / "bids-inv.json", {"bids_dir": ".", "analysis_level": "participant",
+                                                     "participant_label": ["01", "02"]})
+    done = subprocess.run([sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(inv), f"s3://{PROV}/bids-runs",
+                           f"s3://{DATA}/bids", "aws", str(aws["creds"]), "-b"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **aws["env"]}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="bids-runs/").get("Contents", [])]
+    run_id = keys[0].split("/")[1]
+    for n, subject in ((0, "01"), (1, "02")):
+        stdout = s3.get_object(Bucket=PROV, Key=f"bids-runs/{run_id}/clowdr/task-{n}-stdout.txt")["Body"].read()
+        assert stdout.decode().split() == ["./dataset_description.json", f"./sub-{subject}/anat/T1w.nii",
+                                           "participant", "--participant_label", subject]
+        summary = json.loads(s3.get_object(Bucket=PROV, Key=f"bids-runs/{run_id}/clowdr/task-{n}-summary.json")[
+            "Body"].read())
+        assert summary["status"] == "succeeded"
+    assert leftovers(aws, run_id) == []
+    assert_agent_saw_no_key(agent)
+    assert_no_secret_in_files(aws)
+
+
+@inside
+def test_an_s3_provdir_shows_a_running_task(aws, agent):
+    """Usage and logs reach an s3:// PROVDIR while the task runs (cloud.provenance-interval), not only at the end."""
+    from ecsagent import wait_until
+
+    aws["env"]["DASK_CLOWDR__CLOUD__PROVENANCE_INTERVAL"] = "1"
+    proc = tool_run(aws, f"s3://{PROV}/live", {"msg": "live", "seconds": 10}, wait=False)
+    s3 = aws["session"].client("s3")
+
+    def live_records():
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="live/").get("Contents", [])]
+        wanted = [k for k in keys if k.endswith(("/clowdr/task-0-stdout.txt", "/clowdr/task-0-usage.csv"))]
+        if len(wanted) < 2:
+            return None
+        stdout = s3.get_object(Bucket=PROV, Key=next(k for k in wanted if k.endswith("stdout.txt")))["Body"].read()
+        return wanted if stdout == b"live hello\n" else None
+
+    keys = wait_until(live_records, timeout=300)
+    assert agent.task_running("sleep 10"), "the task still runs"
+    assert not any(k.endswith("task-0-summary.json") for k in
+                   [o["Key"] for o in s3.list_objects_v2(Bucket=PROV, Prefix="live/")["Contents"]])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    run_prefix = keys[0].rsplit("/clowdr/", 1)[0]
+    summary = json.loads(s3.get_object(Bucket=PROV, Key=f"{run_prefix}/clowdr/task-0-summary.json")["Body"].read())
+    assert summary["status"] == "succeeded"
+
+
+@inside
+def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
+    from ecsagent import wait_until
+
+    proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 10}, wait=False)
+    arn = wait_until(lambda: agent.task_running("sleep 10"), timeout=300)
+    ecs = aws["session"].client("ecs")
+    ecs.stop_task(cluster=arn.split("/")[-2], task=arn, reason="Your Spot Task was interrupted (test)")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    meta = Path(out.strip().splitlines()[-1])
+    summary = summaries(meta)[0]
+    assert summary["status"] == "succeeded" and summary["attempt"] == 2 and summary["job_id"] != arn
+    [lost] = summary["previous_attempts_ended"]
+    assert lost["failure"] == "worker-lost" and lost["job_id"] == arn
+    assert "Your Spot Task was interrupted (test)" in lost["error"]
+    assert leftovers(aws, meta.parent.name) == []
+
+
+@inside
+def test_sigterm_mid_run_stops_the_tools_and_deletes_everything(aws, agent, provdir):
+    from ecsagent import wait_until
+
+    proc = tool_run(aws, provdir, {"msg": "long", "seconds": 120}, wait=False)
+    wait_until(lambda: agent.task_running("sleep 120"), timeout=300)
+    run_dirs = wait_until(lambda: list(provdir.iterdir()), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err
+    run_id = run_dirs[0].name
+    assert leftovers(aws, run_id) == []
+    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)
+    assert agent.task_running("sleep 120") is None
+    archived = json.loads((run_dirs[0] / "clowdr" / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert archived["failure"] == "cancelled"
 
 
 @inside

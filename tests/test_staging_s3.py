@@ -32,7 +32,8 @@ READER = {
 
 BIDS = {
     "name": "bidslist", "tool-version": "1", "schema-version": "0.5", "description": "lists what a BIDS task sees",
-    "command-line": "L=$(find [BIDS_DIR] -type f | sort); echo \"$L\" > listing.txt; echo [ANALYSIS_LEVEL] [PARTICIPANT_LABEL]",
+    "command-line": "L=$(find [BIDS_DIR] -type f | sort); echo \"$L\" > listing.txt; "
+                    "echo [ANALYSIS_LEVEL] [PARTICIPANT_LABEL]",
     "inputs": [
         {"id": "bids_dir", "name": "bids dir", "type": "String", "value-key": "[BIDS_DIR]"},
         {"id": "analysis_level", "name": "level", "type": "String", "value-key": "[ANALYSIS_LEVEL]"},

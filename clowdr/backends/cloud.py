@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class CloudBackend(Backend):
     """AWS through dask-cloudprovider; settings in the ``cloud`` section of the config."""
 
     name = "cloud"
+    _task_arn: str | None = None          # on a worker: its ECS task (worker_job_id)
 
     def __init__(self, request: Any = None) -> None:
         super().__init__(request)
@@ -69,7 +71,8 @@ class CloudBackend(Backend):
     def context(self) -> CloudContext:
         context = getattr(self.request, "cloud", None)
         if context is None:
-            raise InputError("cloud", "the cloud back-end runs through 'clowdr cloud' (it needs S3 data and credentials)")
+            raise InputError("cloud", "the cloud back-end runs through 'clowdr cloud' (it needs S3 data and "
+                                      "credentials)")
         return context
 
     def kind(self) -> str:
@@ -157,7 +160,7 @@ class CloudBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 -- handed to the watching thread
                 outcome["error"] = exc
 
-        self._step("starting the scheduler task")
+        self._step("starting the scheduler")
         thread = threading.Thread(target=build, name="clowdr-cloud-start", daemon=True)
         thread.start()
         limit = float(self.setting("start-timeout"))
@@ -190,7 +193,19 @@ class CloudBackend(Backend):
     def _waiting_for(self) -> str:
         """The step start-up waits for, from ECS's account of the run's tasks."""
         if self.kind() == "ec2":
-            return "waiting for the scheduler instance to boot and answer on port 8786"
+            from clowdr.awsresources import RUN_TAG
+
+            ec2 = self.context.session.client("ec2")
+            try:
+                found = ec2.describe_instances(Filters=[{"Name": f"tag:{RUN_TAG}", "Values": [self.created.run_id]}])
+            except Exception as exc:  # noqa: BLE001 -- only refines a message
+                return f"starting the instances (EC2 unreadable: {type(exc).__name__})"
+            states = [i["State"]["Name"] for r in found["Reservations"] for i in r["Instances"]]
+            if not states:
+                return "waiting for EC2 to start the scheduler instance"
+            if len(states) == 1:
+                return f"waiting for the scheduler instance ({states[0]}) to boot and answer on port 8786"
+            return f"waiting for {len(states) - 1} worker instance(s) ({', '.join(sorted(set(states[1:])))})"
         ecs = self.context.session.client("ecs")
         try:
             arns = ecs.list_tasks(cluster=self.created.cluster_arn)["taskArns"]
@@ -214,31 +229,68 @@ class CloudBackend(Backend):
                 else "waiting for the workers to connect to the scheduler")
 
     def _cluster(self, plan: Any) -> Any:
-        common = {"n_workers": int(self.setting("n-workers")), "skip_cleanup": True,
-                  "security_groups": [self.created.security_group], "vpc": self.created.vpc,
-                  "region_name": plan.region, "asynchronous": False}
+        created = self.created
+        common = {"n_workers": int(self.setting("n-workers")), "security_groups": [created.security_group],
+                  "vpc": created.vpc, "asynchronous": False, "credentials": self.context.session}
         if self.kind() == "fargate":
             return owned_fargate()(
-                credentials=self.context.session, cluster_arn=self.created.cluster_arn,
-                execution_role_arn=self.created.role_arns["execution"], task_role_arn=self.created.role_arns["task"],
-                cloudwatch_logs_group=self.created.log_group, subnets=self.created.subnets,
-                scheduler_task_definition_arn=self.created.task_definitions[0],
-                worker_task_definition_arn=self.created.task_definitions[1], image=plan.image, tags=plan.tags,
-                environment=worker_environment(), worker_extra_args=WORKER_ARGS,
-                fargate_use_private_ip=bool(self.setting("private-ip")), **common)
+                cluster_arn=created.cluster_arn, execution_role_arn=created.role_arns["execution"],
+                task_role_arn=created.role_arns["task"], cloudwatch_logs_group=created.log_group,
+                subnets=created.subnets, scheduler_task_definition_arn=created.task_definitions[0],
+                worker_task_definition_arn=created.task_definitions[1], image=plan.image, tags=plan.tags,
+                environment=worker_environment(), worker_extra_args=WORKER_ARGS, skip_cleanup=True,
+                fargate_use_private_ip=bool(self.setting("private-ip")), region_name=plan.region, **common)
         return owned_ec2()(
-            credentials=self.context.session, instance_type=self.setting("instance-type"),
-            ami=self.setting("ami"), docker_image=plan.image, iam_instance_profile={"Name": self.created.instance_profile},
-            subnet_id=self.created.subnets[0] if self.created.subnets else None, env_vars=worker_environment(),
-            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]}, filesystem_size=int(self.setting("disk-gib")),
-            use_private_ip=bool(self.setting("private-ip")), **common)
+            region=plan.region, instance_type=self.setting("instance-type"), ami=self.setting("ami"),
+            docker_image=plan.image, iam_instance_profile={"Name": created.instance_profile},
+            subnet_id=created.subnets[0] if created.subnets else None, env_vars=worker_environment(),
+            worker_options={"preload": ["clowdr.cloudworker"], "preload_nanny": ["clowdr.cloudworker"]},
+            filesystem_size=int(self.setting("disk-gib")), use_private_ip=bool(self.setting("private-ip")),
+            instance_tags=plan.tags, volume_tags=plan.tags, **common)
+
+    # -- a worker that vanished ------------------------------------------------------------------------------------
+    def explain_lost(self, job_id: str | None) -> tuple[Any, str] | None:
+        """ECS's account of the worker task that ran the attempt (its ARN is the attempt's job id)."""
+        from clowdr.protocol import Failure
+
+        if not job_id or self.created is None or not self.created.cluster_arn:
+            return None
+        try:
+            [task] = self.context.session.client("ecs").describe_tasks(cluster=self.created.cluster_arn,
+                                                                       tasks=[job_id])["tasks"]
+        except Exception as exc:  # noqa: BLE001 -- only refines the record
+            return Failure.WORKER_LOST, f"ECS task {job_id.rsplit('/', 1)[-1]} unreadable ({type(exc).__name__})"
+        reason = task.get("stoppedReason") or task.get("stopCode") or "no reason given"
+        return Failure.WORKER_LOST, f"ECS task {job_id.rsplit('/', 1)[-1]} {task.get('lastStatus', '?')}: {reason}"
+
+    @classmethod
+    def worker_job_id(cls) -> str | None:
+        """On an ECS task: its ARN, from the task metadata endpoint ECS gives every container (asked once)."""
+        uri = os.environ.get("ECS_CONTAINER_METADATA_URI_V4")
+        if not uri:
+            return None
+        if cls._task_arn is None:
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"{uri}/task", timeout=5) as answer:
+                    cls._task_arn = str(json.loads(answer.read())["TaskARN"])
+            except (OSError, ValueError, KeyError):
+                return None
+        return cls._task_arn
 
     # -- stopping ------------------------------------------------------------------------------------------------
     def teardown(self) -> None:
         """Delete every resource of the run (retrying while AWS drains them), at most ``teardown-timeout`` s."""
+        from clowdr.awsresources import CloudError
+
         if self.resources is None or self.created is None or self.created.empty:
             return
-        self.resources.delete(self.created, float(self.setting("teardown-timeout")))
+        try:
+            self.resources.delete(self.created, float(self.setting("teardown-timeout")))
+        except CloudError as exc:
+            raise CloudError(f"{exc}: what is left goes with 'clowdr cloud-cleanup CREDENTIALS --run_id "
+                             f"{self.created.run_id}'") from None
         log.info("cloud: every AWS resource of run %s deleted", self.created.run_id)
 
 
@@ -247,8 +299,14 @@ WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.clo
 
 
 def worker_environment() -> dict[str, str]:
-    """The only environment clowdr gives scheduler and workers: the client's versions (no credential, ever)."""
-    return {VERSIONS_VARIABLE: json.dumps(client_versions(), sort_keys=True)}
+    """The only environment clowdr gives scheduler and workers (no credential, ever): the client's versions,
+    and the scheduler settings clowdr relies on, which a scheduler outside the client's process would not
+    have otherwise (a lost worker's task is never re-run silently by Dask: clowdr records it and runs it again)."""
+    from clowdr import config
+
+    return {VERSIONS_VARIABLE: json.dumps(client_versions(), sort_keys=True),
+            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(config.get("scheduler.allowed-failures")),
+            "DASK_DISTRIBUTED__SCHEDULER__DEFAULT_TASK_DURATIONS__CLOWDR": "1h"}
 
 
 def _owned(base: type) -> type:
@@ -261,6 +319,20 @@ def _owned(base: type) -> type:
         def __init__(self, *, credentials: Any, **kwargs: Any) -> None:
             self._clowdr_session = credentials
             super().__init__(**kwargs)
+
+        @property
+        def boto_session(self) -> Any:
+            """EC2Cluster's session (its own would read the environment's credentials): the client's keys."""
+            from aiobotocore.session import AioSession
+
+            session = AioSession()
+            frozen = self._clowdr_session.session.get_credentials().get_frozen_credentials()
+            session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
+            return session
+
+        @boto_session.setter
+        def boto_session(self, value: Any) -> None:
+            pass
 
         def _client(self, name: str) -> Any:
             frozen = self._clowdr_session.session.get_credentials().get_frozen_credentials()
