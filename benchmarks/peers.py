@@ -55,7 +55,7 @@ parsl.dfk().cleanup()
 """.format(cores=CORES)
 SNAKEFILE = """
 rule all:
-    input: expand("out/out-{i}.txt", i=range(int(config["n"])))
+    input: expand("out/out-{i}.txt", i=range(int(config["count"])))
 
 rule task:
     output: "out/out-{i}.txt"
@@ -107,7 +107,7 @@ def run_xargs(work: Path, n: int) -> float:
 def snakemake_runner(snakemake: str) -> Callable[[Path, int], float]:
     def run(work: Path, n: int) -> float:
         (work / "Snakefile").write_text(SNAKEFILE)
-        return timed([snakemake, "--cores", str(CORES), "--quiet", "all", "--config", f"n={n}",
+        return timed([snakemake, "--cores", str(CORES), "--quiet", "all", "--config", f"count={n}",
                       "-s", str(work / "Snakefile"), "-d", str(work)])
     return run
 
@@ -117,7 +117,9 @@ def parsl_runner(python: str, kind: str) -> Callable[[Path, int], float]:
         script = work / "parsl_tasks.py"
         script.write_text(PARSL_SCRIPT)
         (work / "out").mkdir()
-        return timed([python, str(script), kind, str(n), str(work / "out")], cwd=work)
+        # Parsl starts its interchange and worker pool as commands of its own installation: its bin/ on PATH
+        path = f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return timed([python, str(script), kind, str(n), str(work / "out")], cwd=work, env={**os.environ, "PATH": path})
     return run
 
 
