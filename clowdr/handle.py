@@ -6,7 +6,9 @@ shows the live dashboard.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,12 @@ class RunHandle:
         return self._future.result(timeout)
 
     result = wait
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        """``await handle``: the outcome, without blocking the event loop. In a notebook this is the way to wait:
+        a blocking ``wait()`` holds the kernel's loop, so the dashboard's refresh cannot run and the browser's
+        opening of the dashboard's channel (queued behind the cell) is not served until the run has ended."""
+        return asyncio.wrap_future(self._future).__await__()
 
     def cancel(self) -> None:
         """Stop the run: running tools are stopped, unfinished tasks stay without a summary (--rerun incomplete);

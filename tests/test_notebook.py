@@ -107,7 +107,8 @@ def _succeeded(text: str) -> int | None:
 
 
 def test_the_example_notebook_live_in_jupyterlab_in_a_real_browser(browser_ready, jupyter_server):
-    """Run All in JupyterLab, in Debian chromium: the dashboard's counts change as the run goes, no reload."""
+    """Run All in JupyterLab, in Debian chromium: the dashboard's counts change as the run goes (while the next
+    cell waits for the run), no reload."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -156,7 +157,7 @@ def test_the_example_notebook_live_in_jupyterlab_in_a_real_browser(browser_ready
                 break
             page.wait_for_timeout(250)
         assert _succeeded(seen[-1]) == 3, f"the dashboard's counts went {seen}"
-        assert len({_succeeded(text) or 0 for text in seen}) >= 2, f"the counts never changed as the run went: {seen}"
+        assert {1, 2} & {_succeeded(text) for text in seen}, f"the dashboard did not follow the run as it went: {seen}"
         assert len(loads) == 1, f"the page was loaded again: {loads}"
         page.locator(".jp-OutputArea-output", has_text="3 succeeded, 0 failed").first.wait_for(timeout=60_000)
         browser.close()
