@@ -51,15 +51,21 @@ def run_xargs(root: Path, n: int, cores: int) -> float:
     return (time.perf_counter() - started) / n * 1000
 
 
-def clowdr_summaries(root: Path, n: int, *options: str, env: dict[str, str] | None = None
-                     ) -> tuple[list[dict], float, float]:
-    """Run N trivial tasks through ``clowdr local`` (plus ``options``); (summaries, CLI start time, wall seconds)."""
+def trivial_inputs(root: Path, n: int) -> tuple[Path, Path]:
+    """The trivial tool's descriptor and a directory of N invocations of it, written under ``root``."""
     descriptor = root / "trivial.json"
     descriptor.write_text(json.dumps(DESCRIPTOR))
     invocations = root / "invocations"
     invocations.mkdir()
     for i in range(n):
         (invocations / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
+    return descriptor, invocations
+
+
+def clowdr_summaries(root: Path, n: int, *options: str, env: dict[str, str] | None = None
+                     ) -> tuple[list[dict], float, float]:
+    """Run N trivial tasks through ``clowdr local`` (plus ``options``); (summaries, CLI start time, wall seconds)."""
+    descriptor, invocations = trivial_inputs(root, n)
     provdir = root / "prov"
     provdir.mkdir()
     cli_start = time.time()

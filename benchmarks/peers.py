@@ -15,7 +15,6 @@ tool's ratio to clowdr. Snakemake and Parsl are looked for on PATH and in this i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from local_throughput import DESCRIPTOR
+from local_throughput import trivial_inputs
 
 CORES = os.cpu_count() or 1
 PARSL_SCRIPT = """
@@ -78,12 +77,7 @@ def numbers(n: int) -> str:
 
 
 def run_clowdr(work: Path, n: int) -> float:
-    descriptor = work / "trivial.json"
-    descriptor.write_text(json.dumps(DESCRIPTOR))
-    invocations = work / "invocations"
-    invocations.mkdir()
-    for i in range(n):
-        (invocations / f"inv-{i:06d}.json").write_text(json.dumps({"number": i}))
+    descriptor, invocations = trivial_inputs(work, n)
     (work / "prov").mkdir()
     return timed([sys.executable, "-m", "clowdr", "local", str(descriptor), str(invocations), str(work / "prov")])
 

@@ -49,24 +49,30 @@ class _Job:
     invocation: dict[str, Any]
 
 
+def read_task_file(path: Path) -> tuple[int, dict[str, Any]]:
+    """The task number and definition of a task file (``task-N.json``), or InputError naming it."""
+    match = TASK_FILE.match(path.name)
+    if not match:
+        raise InputError(str(path), "not a task file (expected a file named task-N.json)")
+    definition = load_json(path, "task file")
+    if not isinstance(definition, dict):
+        raise InputError(str(path), "task file is not a JSON object")
+    return int(match.group(1)), definition
+
+
 def _read(tasklist: list[str]) -> list[_Job]:
     """Every task file, checked before anything runs; task files of one run share a descriptor, loaded once."""
     jobs = []
     tools: dict[Path, Tool] = {}
     for name in tasklist:
         path = Path(name)
-        match = TASK_FILE.match(path.name)
-        if not match:
-            raise InputError(name, "not a task file (expected a file named task-N.json)")
-        definition = load_json(path, "task file")
-        if not isinstance(definition, dict):
-            raise InputError(name, "task file is not a JSON object")
+        index, definition = read_task_file(path)
         source = RunDir.of_meta(path.parent.resolve())
         descriptor = source.local_copy(str(definition.get("tool", "")), "tool", path)
         tool = tools.get(descriptor) or tools.setdefault(descriptor, load_tool(descriptor))
         invocation_path = source.local_copy(str(definition.get("invocation", "")), "invocation", path)
         invocation = tool.check_invocation(load_json(invocation_path, "invocation"), str(invocation_path))
-        jobs.append(_Job(int(match.group(1)), path, definition, source, tool, invocation_path, invocation))
+        jobs.append(_Job(index, path, definition, source, tool, invocation_path, invocation))
     return jobs
 
 

@@ -96,16 +96,15 @@ def bidsTasks(clowdrloc: str, taskdict: dict[str, Any]) -> tuple[list[dict[str, 
 def prepareForRemote(tasks: list[str], tmploc: str, clowdrloc: str) -> int:
     """Task files written under ``tmploc`` rewritten to name their files under ``clowdrloc`` (where the run
     goes, e.g. an s3:// location), before the directory is uploaded there. Returns 0, as the original did."""
+    from clowdr.handrun import read_task_file
+
     for task in tasks:
         path = Path(task)
-        match = TASK_FILE.match(path.name)
-        if not match:
-            raise InputError(task, "not a task file (expected a file named task-N.json)")
-        definition = load_json(path, "task file")
+        index, definition = read_task_file(path)
         for key in ("invocation", "taskloc", "tool"):
             if definition.get(key):
                 definition[key] = _moved(str(definition[key]), tmploc, clowdrloc)
-        RunDir.of_meta(path.parent).write_task(int(match.group(1)), definition)
+        RunDir.of_meta(path.parent).write_task(index, definition)
     return 0
 
 
