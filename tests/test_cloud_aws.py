@@ -206,6 +206,9 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert "start-up took over 12 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
     assert leftovers(aws, run_id) == [], "every resource deleted"
     assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
+    launch = json.loads((provdir / run_id / "clowdr" / "run.json").read_text())["launches"][-1]
+    assert launch["status"] == "failed" and launch["end"], "the launch's end is recorded"
+    assert json.loads((provdir / run_id / "clowdr" / "plan.json").read_text())["tasks"], "--rerun can find them"
 
 
 @inside
@@ -217,6 +220,9 @@ def test_ctrl_c_during_start_up_deletes_everything(aws, provdir):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "every AWS resource of the run was deleted" in err
+    assert "clowdr local" not in err, "no resume command that would run the tasks elsewhere"
+    [run] = provdir.iterdir()
+    assert json.loads((run / "clowdr" / "run.json").read_text())["launches"][-1]["status"] == "interrupted"
     assert leftovers(aws, run_id) == []
 
 
