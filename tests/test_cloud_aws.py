@@ -322,6 +322,20 @@ def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_termina
 
 
 @inside
+@pytest.mark.parametrize("setting, value, says", [
+    ("CLIENT_ADDRESS", "0.0.0.0/0", "narrower range than the whole Internet"),
+    ("CLIENT_ADDRESS", "my-laptop", "'my-laptop' is not an address or CIDR"),
+    ("CLUSTER", "kubernetes", "'kubernetes' is not one of fargate, ec2"),
+    ("TOOL_CONTAINER", "docker", "docker needs cloud.cluster: ec2"),
+], ids=["open-to-all", "not-an-address", "unknown-cluster", "docker-on-fargate"])
+def test_bad_cloud_settings_are_one_line_exit_2_and_create_nothing(aws, provdir, setting, value, says):
+    aws["env"][f"DASK_CLOWDR__CLOUD__{setting}"] = value
+    code, out, err = cloud(aws, provdir)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert list(provdir.iterdir()) == [] and leftovers(aws) == []
+
+
+@inside
 def test_teardown_retries_the_security_group_while_an_interface_drains_then_names_what_waits(aws, monkeypatch):
     """moto deletes a group an interface still uses; AWS refuses (DependencyViolation): moto is made to refuse
     too, as AWS does, for this test."""

@@ -62,6 +62,7 @@ class CloudBackend(Backend):
         self.step = "preparing"
         self.resources: Any = None
         self.created: Any = None
+        self._cidr: str | None = None         # the client's address, once asked
 
     @property
     def shared_filesystem(self) -> bool:
@@ -82,11 +83,19 @@ class CloudBackend(Backend):
         return kind
 
     def check(self) -> None:
-        self.kind()
+        """Before anything is written: the settings, and who may reach the scheduler (asked once, here)."""
+        kind = self.kind()
         self.context
+        strategy = self.setting("tool-container")
+        if strategy not in ("worker-image", "docker"):
+            raise InputError("clowdr.cloud.tool-container", f"'{strategy}' is not one of worker-image, docker")
+        if strategy == "docker" and kind == "fargate":
+            raise InputError("clowdr.cloud.tool-container", "docker needs cloud.cluster: ec2 (Fargate has no "
+                                                            "Docker engine: the tool's image is the worker image)")
         if self.request.submits and not self.setting("image"):
             raise InputError("clowdr.cloud.image", "no worker image: build one from docker/Dockerfile.worker "
                                                    "(README, 'Worker image') and set clowdr.cloud.image")
+        self._cidr = self.client_cidr()
 
     def worker_descriptor(self, descriptor: dict[str, Any]) -> dict[str, Any]:
         """On Fargate there is no Docker engine: the tool's image is the worker image, and its command runs in it
@@ -112,7 +121,11 @@ class CloudBackend(Backend):
 
     def client_cidr(self) -> str:
         """Who may reach the scheduler: ``cloud.client-address`` (an address or CIDR), or with ``auto`` this
-        machine's public address as AWS sees it (asked of checkip.amazonaws.com at launch only)."""
+        machine's public address as AWS sees it (asked of checkip.amazonaws.com, only when launching)."""
+        import ipaddress
+
+        if self._cidr:
+            return self._cidr
         setting = str(self.setting("client-address") or "auto")
         if setting == "auto":
             if not self.request.submits:
@@ -125,7 +138,14 @@ class CloudBackend(Backend):
             except OSError as exc:
                 raise InputError("clowdr.cloud.client-address", f"cannot find this machine's public address "
                                                                 f"({type(exc).__name__}): set it") from None
-        return setting if "/" in setting else f"{setting}/32"
+        try:
+            network = ipaddress.ip_network(setting, strict=False)
+        except ValueError:
+            raise InputError("clowdr.cloud.client-address", f"'{setting}' is not an address or CIDR") from None
+        if network.version != 4 or network.prefixlen == 0:
+            raise InputError("clowdr.cloud.client-address", f"'{setting}': an IPv4 address or a narrower range "
+                                                            f"than the whole Internet")
+        return str(network)
 
     def job_script(self) -> str | None:
         return self.plan().describe()
