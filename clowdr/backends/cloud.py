@@ -250,7 +250,8 @@ class CloudBackend(Backend):
 
     def _cluster(self, plan: Any) -> Any:
         created = self.created
-        common = {"n_workers": int(self.setting("n-workers")), "security_groups": [created.security_group],
+        workers = min(int(self.setting("n-workers")), max(1, self.request.groups))   # none idle from the start
+        common = {"n_workers": workers, "security_groups": [created.security_group],
                   "vpc": created.vpc, "asynchronous": False, "credentials": self.context.session}
         if self.kind() == "fargate":
             return owned_fargate()(
