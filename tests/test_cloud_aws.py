@@ -522,7 +522,7 @@ def test_an_s3_provdir_shows_a_running_task(aws, agent):
 
 
 @inside
-def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
+def test_a_worker_task_stopped_mid_run_is_replaced_recorded_worker_lost_and_run_again(aws, agent, provdir):
     from ecsagent import wait_until
 
     proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 10}, wait=False)
@@ -537,6 +537,10 @@ def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent,
     [lost] = summary["previous_attempts_ended"]
     assert lost["failure"] == "worker-lost" and lost["job_id"] == arn
     assert "Your Spot Task was interrupted (test)" in lost["error"]
+    # one task, one worker: the stopped one was replaced (neither ECS nor dask-cloudprovider would)
+    workers = [a for a, started in agent.started.items() if started["command"][0] == "dask-worker"]
+    assert len(workers) == 2 and summary["job_id"] == workers[1]
+    assert "starting replacements" in err
     assert leftovers(aws, meta.parent.name) == []
 
 
