@@ -178,6 +178,8 @@ def _stopped_line(request: LocalRequest, stopped: Exception) -> str:
         what = f"clowdr local: {stopped}"
     if not run_id:
         return what + ("" if not isinstance(stopped, LaunchStopped) else " before anything was written")
+    if request.cluster == "cloud":       # clowdr cloud has no --rerun: the run's tasks are named, not a command
+        return f"{what}; run {run_id}: {stopped}"
     again = " ".join(shlex.quote(str(a)) for a in ("clowdr", "local", request.descriptor, request.invocation,
                                                      request.provdir, "--rerun", "incomplete", "--run_id", run_id))
     if isinstance(stopped, LaunchStopped):

@@ -133,7 +133,6 @@ def record(planned: Planned, run: RunDir) -> Launch:
     not be written is still known to ``--rerun incomplete``.
     """
     req, tool, launched = planned.req, planned.tool, planned.launched
-    planned.backend.request.run_id = run.run_id
     options = req.recorded_options()
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
@@ -275,7 +274,9 @@ def start(req: LocalRequest, stop: threading.Event | None = None) -> Started:
         raise LaunchStopped("stopped before anything was written", "", getattr(stop, "signal_number", None))
     if planned.launched and not req.setup:
         planned.backend.prepare()  # in the main thread, before the cluster starts in another one
-    return Started(planned, planned.rerun or RunDir.create(req.provdir))
+    run = planned.rerun or RunDir.create(req.provdir)
+    planned.backend.request.run_id = run.run_id        # before the cluster starts (a cloud tags with it)
+    return Started(planned, run)
 
 
 def _record_only(started: Started, setup: bool) -> Outcome:
@@ -302,7 +303,19 @@ def run_started(started: Started, on_client: Callable[[Any], None] | None = None
         except BaseException:
             starting.result().close()
             raise
-        return execute(launch, starting.result(), on_client, stop)
+        try:
+            cluster = starting.result()
+        except BaseException as exc:   # no cluster (a cloud's start-up limit, a stop): the launch's end recorded
+            _close_unstarted(launch.run, "interrupted" if isinstance(exc, LaunchStopped) else "failed")
+            raise
+        return execute(launch, cluster, on_client, stop)
+
+
+def _close_unstarted(run: RunDir, status: str) -> None:
+    try:
+        run.end_launch(status, 0, 0)
+    except RecordError as exc:
+        log.info("the launch's end is not recorded (%s)", exc)
 
 
 def run_local(req: LocalRequest, stop: threading.Event | None = None) -> Outcome:

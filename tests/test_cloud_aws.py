@@ -206,6 +206,9 @@ def test_start_up_creates_owned_tagged_private_resources_and_deletes_them_at_its
     assert "start-up took over 12 s" in lines[0] and "scheduler task (RUNNING) to answer on port 8786" in lines[0]
     assert leftovers(aws, run_id) == [], "every resource deleted"
     assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
+    launch = json.loads((provdir / run_id / "clowdr" / "run.json").read_text())["launches"][-1]
+    assert launch["status"] == "failed" and launch["end"], "the launch's end is recorded"
+    assert json.loads((provdir / run_id / "clowdr" / "plan.json").read_text())["tasks"], "--rerun can find them"
 
 
 @inside
@@ -217,6 +220,9 @@ def test_ctrl_c_during_start_up_deletes_everything(aws, provdir):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "every AWS resource of the run was deleted" in err
+    assert "clowdr local" not in err, "no resume command that would run the tasks elsewhere"
+    [run] = provdir.iterdir()
+    assert json.loads((run / "clowdr" / "run.json").read_text())["launches"][-1]["status"] == "interrupted"
     assert leftovers(aws, run_id) == []
 
 
@@ -313,6 +319,20 @@ def test_ec2_cluster_instances_carry_the_role_tags_and_no_secret_and_are_termina
     state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]
     assert state["Name"] == "terminated"
     assert_no_secret(out, err)
+
+
+@inside
+@pytest.mark.parametrize("setting, value, says", [
+    ("CLIENT_ADDRESS", "0.0.0.0/0", "narrower range than the whole Internet"),
+    ("CLIENT_ADDRESS", "my-laptop", "'my-laptop' is not an address or CIDR"),
+    ("CLUSTER", "kubernetes", "'kubernetes' is not one of fargate, ec2"),
+    ("TOOL_CONTAINER", "docker", "docker needs cloud.cluster: ec2"),
+], ids=["open-to-all", "not-an-address", "unknown-cluster", "docker-on-fargate"])
+def test_bad_cloud_settings_are_one_line_exit_2_and_create_nothing(aws, provdir, setting, value, says):
+    aws["env"][f"DASK_CLOWDR__CLOUD__{setting}"] = value
+    code, out, err = cloud(aws, provdir)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    assert list(provdir.iterdir()) == [] and leftovers(aws) == []
 
 
 @inside
@@ -502,7 +522,7 @@ def test_an_s3_provdir_shows_a_running_task(aws, agent):
 
 
 @inside
-def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent, provdir):
+def test_a_worker_task_stopped_mid_run_is_replaced_recorded_worker_lost_and_run_again(aws, agent, provdir):
     from ecsagent import wait_until
 
     proc = tool_run(aws, provdir, {"msg": "slow", "seconds": 10}, wait=False)
@@ -517,6 +537,10 @@ def test_a_worker_task_stopped_mid_run_is_worker_lost_and_runs_again(aws, agent,
     [lost] = summary["previous_attempts_ended"]
     assert lost["failure"] == "worker-lost" and lost["job_id"] == arn
     assert "Your Spot Task was interrupted (test)" in lost["error"]
+    # one task, one worker: the stopped one was replaced (neither ECS nor dask-cloudprovider would)
+    workers = [a for a, started in agent.started.items() if started["command"][0] == "dask-worker"]
+    assert len(workers) == 2 and summary["job_id"] == workers[1]
+    assert "starting replacements" in err
     assert leftovers(aws, meta.parent.name) == []
 
 

@@ -62,6 +62,8 @@ class CloudBackend(Backend):
         self.step = "preparing"
         self.resources: Any = None
         self.created: Any = None
+        self._cidr: str | None = None         # the client's address, once asked
+        self.keeper: WorkerKeeper | None = None
 
     @property
     def shared_filesystem(self) -> bool:
@@ -82,11 +84,19 @@ class CloudBackend(Backend):
         return kind
 
     def check(self) -> None:
-        self.kind()
+        """Before anything is written: the settings, and who may reach the scheduler (asked once, here)."""
+        kind = self.kind()
         self.context
+        strategy = self.setting("tool-container")
+        if strategy not in ("worker-image", "docker"):
+            raise InputError("clowdr.cloud.tool-container", f"'{strategy}' is not one of worker-image, docker")
+        if strategy == "docker" and kind == "fargate":
+            raise InputError("clowdr.cloud.tool-container", "docker needs cloud.cluster: ec2 (Fargate has no "
+                                                            "Docker engine: the tool's image is the worker image)")
         if self.request.submits and not self.setting("image"):
             raise InputError("clowdr.cloud.image", "no worker image: build one from docker/Dockerfile.worker "
                                                    "(README, 'Worker image') and set clowdr.cloud.image")
+        self._cidr = self.client_cidr()
 
     def worker_descriptor(self, descriptor: dict[str, Any]) -> dict[str, Any]:
         """On Fargate there is no Docker engine: the tool's image is the worker image, and its command runs in it
@@ -112,7 +122,11 @@ class CloudBackend(Backend):
 
     def client_cidr(self) -> str:
         """Who may reach the scheduler: ``cloud.client-address`` (an address or CIDR), or with ``auto`` this
-        machine's public address as AWS sees it (asked of checkip.amazonaws.com at launch only)."""
+        machine's public address as AWS sees it (asked of checkip.amazonaws.com, only when launching)."""
+        import ipaddress
+
+        if self._cidr:
+            return self._cidr
         setting = str(self.setting("client-address") or "auto")
         if setting == "auto":
             if not self.request.submits:
@@ -125,7 +139,14 @@ class CloudBackend(Backend):
             except OSError as exc:
                 raise InputError("clowdr.cloud.client-address", f"cannot find this machine's public address "
                                                                 f"({type(exc).__name__}): set it") from None
-        return setting if "/" in setting else f"{setting}/32"
+        try:
+            network = ipaddress.ip_network(setting, strict=False)
+        except ValueError:
+            raise InputError("clowdr.cloud.client-address", f"'{setting}' is not an address or CIDR") from None
+        if network.version != 4 or network.prefixlen == 0:
+            raise InputError("clowdr.cloud.client-address", f"'{setting}': an IPv4 address or a narrower range "
+                                                            f"than the whole Internet")
+        return str(network)
 
     def job_script(self) -> str | None:
         return self.plan().describe()
@@ -188,6 +209,9 @@ class CloudBackend(Backend):
                              f"resource of the run was deleted") from None
         cluster = outcome["cluster"]
         cluster.owner = self
+        if self.kind() == "fargate":
+            self.keeper = WorkerKeeper(self, cluster, cluster._clowdr_workers,
+                                       int(self.setting("worker-replacements")))
         return cluster
 
     def _waiting_for(self) -> str:
@@ -230,7 +254,8 @@ class CloudBackend(Backend):
 
     def _cluster(self, plan: Any) -> Any:
         created = self.created
-        common = {"n_workers": int(self.setting("n-workers")), "security_groups": [created.security_group],
+        workers = min(int(self.setting("n-workers")), max(1, self.request.groups))   # none idle from the start
+        common = {"n_workers": workers, "security_groups": [created.security_group], "clowdr_workers": workers,
                   "vpc": created.vpc, "asynchronous": False, "credentials": self.context.session}
         if self.kind() == "fargate":
             return owned_fargate()(
@@ -249,6 +274,15 @@ class CloudBackend(Backend):
             instance_tags=plan.tags, volume_tags=plan.tags, **common)
 
     # -- a worker that vanished ------------------------------------------------------------------------------------
+    def submit_error(self) -> str | None:
+        """Worker tasks that keep stopping (a broken image, a version mismatch): once the replacements allowed are
+        spent and nothing runs, the tasks still waiting are recorded as submit-errors instead of waiting forever."""
+        keeper = self.keeper
+        if keeper is None or not keeper.exhausted:
+            return None
+        return (f"ECS worker tasks keep stopping ({keeper.last_reason}); {keeper.replaced} replaced, "
+                f"cloud.worker-replacements reached")
+
     def explain_lost(self, job_id: str | None) -> tuple[Any, str] | None:
         """ECS's account of the worker task that ran the attempt (its ARN is the attempt's job id)."""
         from clowdr.protocol import Failure
@@ -294,6 +328,59 @@ class CloudBackend(Backend):
         log.info("cloud: every AWS resource of run %s deleted", self.created.run_id)
 
 
+class WorkerKeeper:
+    """Replaces worker tasks that stop (a Spot interruption, a failed host, StopTask): neither ECS nor
+    dask-cloudprovider does, and a task whose worker was lost would otherwise wait for a worker forever. At most
+    ``limit`` replacements per run; then the back-end reports workers as refused (``submit_error``)."""
+
+    def __init__(self, backend: CloudBackend, cluster: Any, desired: int, limit: int, interval: float = 3.0) -> None:
+        self.backend, self.cluster, self.desired, self.limit, self.interval = backend, cluster, desired, limit, interval
+        self.replaced = 0
+        self.exhausted = False
+        self.last_reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clowdr-cloud-workers", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 -- ECS unreadable for a moment: tried again
+                log.debug("cloud: worker check failed (%s)", type(exc).__name__)
+
+    def check(self) -> None:
+        """Find the worker tasks ECS reports STOPPED and start as many new ones."""
+        arns = {name: w.task_arn for name, w in list(self.cluster.workers.items()) if getattr(w, "task_arn", None)}
+        if not arns or self.exhausted:
+            return
+        ecs = self.backend.context.session.client("ecs")
+        tasks = ecs.describe_tasks(cluster=self.backend.created.cluster_arn, tasks=list(arns.values()))["tasks"]
+        stopped = {t["taskArn"]: t.get("stoppedReason") or "no reason given" for t in tasks
+                   if t.get("lastStatus") == "STOPPED"}
+        gone = [name for name, arn in arns.items() if arn in stopped]
+        if not gone or self._stop.is_set():
+            return
+        self.last_reason = stopped[arns[gone[0]]]
+        if self.replaced + len(gone) > self.limit:
+            self.exhausted = True
+            log.warning("cloud: worker tasks keep stopping (%s): no more replacements", self.last_reason)
+            return
+        self.replaced += len(gone)
+        log.warning("cloud: %d worker task(s) stopped (%s); starting replacements", len(gone), self.last_reason)
+
+        def replace() -> None:
+            for name in gone:
+                self.cluster.worker_spec.pop(name, None)
+                self.cluster.workers.pop(name, None)
+            self.cluster.scale(self.desired)
+
+        self.cluster.loop.add_callback(replace)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 #: workers load clowdr's worker module (its guard, the version check) before taking tasks
 WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.cloudworker"]
 
@@ -316,8 +403,9 @@ def _owned(base: type) -> type:
     class Owned(base):  # type: ignore[misc, valid-type]
         owner: CloudBackend | None = None
 
-        def __init__(self, *, credentials: Any, **kwargs: Any) -> None:
+        def __init__(self, *, credentials: Any, clowdr_workers: int, **kwargs: Any) -> None:
             self._clowdr_session = credentials
+            self._clowdr_workers = clowdr_workers
             super().__init__(**kwargs)
 
         @property
@@ -344,6 +432,8 @@ def _owned(base: type) -> type:
             return getattr(self, "_region_name", None) or getattr(self, "region", None)
 
         def close(self, *args: Any, **kwargs: Any) -> Any:
+            if self.owner is not None and self.owner.keeper is not None:
+                self.owner.keeper.stop()          # the workers about to stop are not replaced
             try:
                 return super().close(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 -- the resources go all the same
