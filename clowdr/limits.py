@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger("clowdr")
@@ -38,9 +39,10 @@ def _own_cgroups() -> dict[str, str]:
     return found
 
 
+@lru_cache(maxsize=2)
 def _parent(memory: bool) -> tuple[Path, str] | None:
     """Where attempt cgroups go, and the cgroup version there ("v1" or "v2"), or None. ``memory``: one that can
-    hold a memory limit."""
+    hold a memory limit. Found once per process: every attempt asks, and a process's cgroup does not move."""
     own = _own_cgroups()
     if "memory" in own:
         parent = ROOT / "memory" / own["memory"].lstrip("/")

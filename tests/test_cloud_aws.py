@@ -96,15 +96,17 @@ def aws(moto, tmp_path, monkeypatch):
     return {"env": env, "creds": creds, "session": session, "tmp": tmp_path}
 
 
-def cloud(aws, provdir, *extra, wait=True):
-    descriptor = ROOT / "examples" / "echo-tool.json"
-    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(ROOT / "examples" / "invocations"),
-            str(provdir), f"s3://{DATA}/in", "aws", str(aws["creds"]), "-r", "us-east-1", *extra]
+def cloud(aws, provdir, *extra, wait=True, descriptor=None, invocation=None, region="us-east-1", timeout=300):
+    """``clowdr cloud`` (the example tool and invocations unless told otherwise): the process, or its end."""
+    descriptor = descriptor or ROOT / "examples" / "echo-tool.json"
+    invocation = invocation or ROOT / "examples" / "invocations"
+    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(invocation),
+            str(provdir), f"s3://{DATA}/in", "aws", str(aws["creds"]), *(["-r", region] if region else []), *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, **aws["env"]})
     if not wait:
         return proc
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
 
@@ -397,16 +399,8 @@ def agent(aws):
 
 
 def tool_run(aws, provdir, invocation, *extra, wait=True):
-    descriptor = write_json(aws["tmp"] / "reader.json", READER)
-    inv = write_json(aws["tmp"] / "inv.json", invocation)
-    argv = [sys.executable, "-m", "clowdr", "cloud", str(descriptor), str(inv), str(provdir), f"s3://{DATA}/in",
-            "aws", str(aws["creds"]), *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, **aws["env"]})
-    if not wait:
-        return proc
-    out, err = proc.communicate(timeout=600)
-    return proc.returncode, out, err
+    return cloud(aws, provdir, *extra, wait=wait, descriptor=write_json(aws["tmp"] / "reader.json", READER),
+                 invocation=write_json(aws["tmp"] / "inv.json", invocation), region=None, timeout=600)
 
 
 def summaries(meta: Path) -> dict[int, dict]:
