@@ -59,7 +59,8 @@ def makeparser() -> argparse.ArgumentParser:
     """The parser of the original tool, option for option."""
     parser = _Parser(prog="clowdr", description="Scalable deployment and provenance-rich wrapper for Boutiques "
                                                 "tools locally, on clusters, and in the cloud.")
-    parser.add_argument("--version", action=_Versions, nargs=0, default=argparse.SUPPRESS, help="show clowdr's and its engine's versions and exit")
+    parser.add_argument("--version", action=_Versions, nargs=0, default=argparse.SUPPRESS,
+                        help="show clowdr's and its engine's versions and exit")
     modes = parser.add_subparsers(dest="mode", metavar="{local,cloud,share,task,cloud-cleanup}", parser_class=_Parser,
                                   help="local: run on this machine or a cluster; cloud: run on AWS; "
                                        "share: explore provenance records; task: run task files by hand; "

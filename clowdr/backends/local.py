@@ -51,9 +51,10 @@ class LocalBackend(Backend):
         self.task_memory()
 
     def prepare(self) -> None:
-        """Only with worker processes: multiprocessing's resource tracker, which the workers' start brings up, stays in the terminal's process
-        group and ignores SIGINT and SIGTERM but not SIGHUP: a hang-up would kill it, and every worker would
-        then print its tracebacks. Started here, from the main thread, it inherits SIGHUP ignored."""
+        """Only with worker processes: multiprocessing's resource tracker, which the workers' start brings up,
+        stays in the terminal's process group and ignores SIGINT and SIGTERM but not SIGHUP: a hang-up would
+        kill it, and every worker would then print its tracebacks. Started here, from the main thread, it
+        inherits SIGHUP ignored."""
         import signal
         from multiprocessing import resource_tracker
 
