@@ -18,6 +18,7 @@ from clowdr import config, staging
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, RetryPolicy, TaskState
+from clowdr.parcels import Parcels
 from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
 from clowdr.provenance import RunDir, select_for_rerun, writable_provdir
@@ -202,9 +203,10 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     context = RunContext.of(launch.run.run_id, launch.backend.name,
                             launch.backend.worker_descriptor(launch.tool.descriptor), launch.req.volumes,
                             launch.req.user, launch.req.simg, launch.backend.retire_margin)
+    parcels = Parcels(launch.backend.slots(), float(config.get("monitor.parcel-seconds")))
     monitor = Monitor(launch.run, client, context, launch.backend, launch.steps, launch.total,
                       Progress(launch.total), RetryPolicy.configured(launch.req.retries),
-                      config.get("monitor.progress-refresh"), int(config.get("monitor.max-in-flight")), stop)
+                      config.get("monitor.progress-refresh"), parcels, int(config.get("monitor.record-ahead")), stop)
     status = "interrupted"
     try:
         monitor.start()
@@ -213,8 +215,8 @@ def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | Non
     finally:
         outcome.succeeded, outcome.failed, outcome.failures = monitor.succeeded, monitor.failed, monitor.failures
         if status != "finished":
+            _stop_tools(client, context.key)    # first: no tool starts once the monitor stops listening
             monitor.cancel()
-            _stop_tools(client)
         client.close()
         cluster.close()
         _close_record(launch.run, monitor, status, stop)
@@ -232,12 +234,13 @@ def _close_record(run: RunDir, monitor: Monitor, status: str, stop: threading.Ev
         log.info("the launch's end is not recorded (%s)", exc)
 
 
-def _stop_tools(client: Any) -> None:
-    """Stop what runs on every worker; a worker that cannot be reached has died, and its guard stopped its tools."""
+def _stop_tools(client: Any, launch: str) -> None:
+    """Stop what the launch runs on every worker, and what its parcels would start next; a worker that cannot be
+    reached has died, and its guard stopped its tools."""
     from clowdr.worker import stop_running_tools
 
     try:
-        client.run(stop_running_tools, on_error="ignore")
+        client.run(stop_running_tools, launch, on_error="ignore")
     except Exception as exc:
         log.warning("could not reach every worker to stop its tools (%s)", exc)
 

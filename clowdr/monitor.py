@@ -17,8 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
+from clowdr import channel
 from clowdr.backends import Backend
 from clowdr.errors import LaunchStopped
+from clowdr.parcels import Parcels, take
 from clowdr.progress import Progress
 from clowdr.protocol import Ended, Failure, RunContext, Started, TaskSpec, event_from_wire
 from clowdr.provenance import RunDir
@@ -95,7 +97,7 @@ class Monitor:
 
     def __init__(self, run: RunDir, client: Any, context: RunContext, backend: Backend,
                  groups: Iterator[list[TaskState]], total: int, progress: Progress, policy: RetryPolicy,
-                 refresh: float, max_in_flight: int, stop: threading.Event | None = None) -> None:
+                 refresh: float, parcels: Parcels, record_ahead: int, stop: threading.Event | None = None) -> None:
         self.run = run
         self.client = client
         self.context = context
@@ -104,16 +106,16 @@ class Monitor:
         self.progress = progress
         self.policy = policy
         self.refresh = refresh
+        self.parcels = parcels
         self.tasks: dict[int, TaskState] = {}
         self.stop = stop or threading.Event()
         self.queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._context_future: Any = None
         self._futures: dict[str, Any] = {}
         self._ready: deque[list[TaskState]] = deque()     # recorded groups not yet handed to Dask
-        # The recorder stays at most max_in_flight groups ahead of what Dask has been given: recording is faster
+        # The recorder stays at most record_ahead groups ahead of what Dask has been given: recording is faster
         # than running, and every recorded group waiting in memory would make the client grow with the run.
-        self._room_ahead = threading.Semaphore(max_in_flight)
-        self.max_in_flight = max_in_flight
+        self._room_ahead = threading.Semaphore(record_ahead)
         self._submitted = 0
         self.running: set[int] = set()
         self.remaining = total
@@ -122,15 +124,15 @@ class Monitor:
         self._refused: str | None = None     # the scheduler refuses worker jobs: tasks fail instead of waiting
 
     # -- Dask side: only enqueue, never block the event loop ------------------------------------
-    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        self.queue.put(("event", event[1]))
+    def _on_event(self, message: dict[str, Any]) -> None:
+        self.queue.put(("event", message))
 
     def _on_done(self, future: Any) -> None:
         self.queue.put(("done", future))
 
     # -- submission -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.client.subscribe_topic(self.context.topic, self._on_event)
+        channel.listen(self.client, self.context.topic, self._on_event)
         # One task holds what every group needs (descriptor, settings): sent once, not with every group, and,
         # unlike a scatter, it needs no worker to exist yet (batch worker jobs start when work is pending).
         self._context_future = self.client.submit(replace, self.context, key=f"clowdr-context-{self.run.run_id}",
@@ -146,34 +148,60 @@ class Monitor:
         except Exception as exc:  # e.g. the disk filled up (RecordError): the loop stops the launch and reports it
             self.queue.put(("error", exc))
 
-    def _submit(self, groups: list[list[TaskState]]) -> None:
+    def _hand_ready(self) -> None:
+        """Hand recorded groups to Dask in parcels (``clowdr.parcels``), keeping ``parcels.in_flight`` futures."""
+        room = self.parcels.in_flight - len(self._futures)
+        parcels, handed = [], 0
+        while self._ready and len(parcels) < room:
+            waiting = sum(len(group) for group in self._ready)
+            before = len(self._ready)
+            parcels.append(take(self._ready, self.parcels.size(waiting)))
+            handed += before - len(self._ready)
+        if parcels:
+            self._submit(parcels)
+            self._room_ahead.release(handed)
+
+    def _submit(self, parcels: list[list[TaskState]]) -> None:
+        """One future per parcel (tasks run in turn on one worker)."""
         now = time.time()
         keys = []
-        for group in groups:
+        for parcel in parcels:
             self._submitted += 1
-            for task in group:
+            for task in parcel:
                 task.submit_time = now
                 self.running.discard(task.index)
-            keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{group[0].index}-attempt-{group[0].attempt}")
+            keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{parcel[0].index}-attempt-{parcel[0].attempt}")
         from clowdr.worker import run_group     # the worker's module (and Boutiques' executor) only when tasks run
 
-        futures = self.client.map(run_group, [[t.spec.to_wire() for t in g] for g in groups],
+        futures = self.client.map(run_group, [[t.spec.to_wire() for t in p] for p in parcels],
                                   context=self._context_future, key=keys, pure=False)
-        for future, group in zip(futures, groups):
-            self._futures[future.key] = (future, group)
+        for future, parcel in zip(futures, parcels):
+            if len(parcel) > 1:
+                log.info("tasks %s travel together (one Dask future)", ",".join(str(t.index) for t in parcel))
+            self._futures[future.key] = (future, parcel)
             future.add_done_callback(self._on_done)
 
     def cancel(self) -> None:
         """Withdraw every group not finished yet (the launch is being stopped), and stop listening: events still
         on their way must not reach a client that is closing."""
         with contextlib.suppress(Exception):
-            self.client.unsubscribe_topic(self.context.topic)
+            channel.stop_listening(self.client, self.context.topic)
         self.client.cancel([future for future, _ in self._futures.values()])
         self._futures.clear()
 
     def archive_interrupted(self, reason: str) -> None:
         """Each attempt the stop cut short keeps its summary, in the task's attempt history: the task itself is
-        left without one, for ``--rerun incomplete``."""
+        left without one, for ``--rerun incomplete``. Events that arrived after the loop stopped count first: a
+        tool that started meanwhile is archived too, one that succeeded is recorded as such (one that failed was
+        most likely stopped: it is archived as cut short, not recorded as the task's failure)."""
+        while True:
+            try:
+                kind, item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            event = event_from_wire(item) if kind == "event" else None
+            if isinstance(event, Started) or (isinstance(event, Ended) and event.record.get("status") == "succeeded"):
+                self._handle_event(item)
         for task in self.tasks.values():
             if task.started:
                 self.run.write_lost_attempt(task.index, task.ended(Failure.CANCELLED, reason, self.backend.name),
@@ -202,13 +230,8 @@ class Monitor:
                     self._fail_unstarted(self._refused)
             elif kind == "error":
                 raise item
-            room = self.max_in_flight - len(self._futures)
-            if self._ready and room > 0 and (self._submitted == 0 or self.queue.empty()):
-                # the first group at once, then whatever has accumulated, never more than max_in_flight at a time:
-                # the Dask scheduler's memory then does not grow with the size of the run
-                handed = [self._ready.popleft() for _ in range(min(room, len(self._ready)))]
-                self._submit(handed)
-                self._room_ahead.release(len(handed))
+            if self._ready and (self._submitted == 0 or self.queue.empty()):
+                self._hand_ready()      # the first group at once, then whatever accumulated meanwhile
             if time.monotonic() >= next_draw:
                 self.progress.update(self.succeeded, self.failed, len(self.running))
                 next_draw = time.monotonic() + self.refresh
@@ -216,7 +239,7 @@ class Monitor:
                 if refused:
                     self._fail_unstarted(refused)
         self.progress.update(self.succeeded, self.failed, len(self.running))
-        self.client.unsubscribe_topic(self.context.topic)
+        channel.stop_listening(self.client, self.context.topic)
         self.progress.close()
 
     def _fail_unstarted(self, refused: str) -> None:
@@ -257,6 +280,7 @@ class Monitor:
             self._submit([[task]])
             return
         summary = self.run.write_attempt(task.index, record, task.submit_time, task.history)
+        self.parcels.ended(record.get("realtime"))
         task.finished = True
         del self.tasks[task.index]          # nothing of a finished task stays in memory: 10,000 cost no more than 2,000
         log.info("task %d attempt %d %s (exit code %s, %.3f s)", task.index, task.attempt, summary["status"],

@@ -78,15 +78,18 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
             raise
 
 
+#: one encoder for every record (``json.dumps`` with an option builds a new one per call: a summary has ~40 values)
+_encode = json.JSONEncoder(default=str).encode
+
+
 def write_json(path: Path | str, data: Any) -> None:
     """An object is written a key per line, each value on its line: as readable as an indented file for the
     flat records clowdr keeps (a usage series stays one line instead of one number per line), and written by
     json's C encoder, which ``indent`` turns off (a 100,000-task --setup spent a fifth of its time indenting)."""
     if isinstance(data, dict) and data:
-        text = "{\n" + ",\n".join(f"  {json.dumps(str(key))}: {json.dumps(value, default=str)}"
-                                   for key, value in data.items()) + "\n}\n"
+        text = "{\n" + ",\n".join(f"  {_encode(str(key))}: {_encode(value)}" for key, value in data.items()) + "\n}\n"
     else:
-        text = json.dumps(data, default=str) + "\n"
+        text = _encode(data) + "\n"
     write_atomic(path, text)
 
 

@@ -19,12 +19,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 from clowdr.lean import skip_unused_imports
 
 skip_unused_imports()     # before Boutiques, hence jsonschema, is imported: this module runs on workers
 
+from clowdr import channel  # noqa: E402
 from clowdr.backends import backend_class  # noqa: E402
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
 from clowdr.guard import Guard  # noqa: E402
@@ -37,18 +39,28 @@ from clowdr.timestamps import iso  # noqa: E402
 Emit = Callable[[dict[str, Any]], None]
 STREAMS = ("stdout", "stderr")
 _builders: dict[str, CommandBuilder] = {}
-# Tools running in this process: process-group id -> (docker binary, container id file) for container tools.
-# Tools run in their own sessions (so one can be stopped whole), hence nothing kills them with the worker:
-# stop_running_tools does, on interrupt (called by the client) and when this process exits.
-_running: dict[int, tuple[str, str] | None] = {}
+# Tools running in this process: process-group id -> (launch key, (docker binary, container id file) for a container
+# tool). Tools run in their own sessions (so one can be stopped whole), hence nothing kills them with the worker:
+# stop_running_tools does, on interrupt (called by the client) and when this process exits. One process may run
+# several launches' tools (local thread workers of launches started side by side from a notebook).
+_running: dict[int, tuple[str, tuple[str, str] | None]] = {}
+# Launches being stopped (RunContext keys): their parcels start no further task here. The lock makes "stopped?"
+# and "running" one state: a tool spawned while its launch is being stopped is either seen by the stop or sees it.
+_stopped_launches: set[str] = set()
+_running_lock = threading.Lock()
 # `docker run` exits 125 when the engine itself failed (no daemon, no image, bad option), not the tool.
 DOCKER_ENGINE_FAILED = 125
 
 
-def stop_running_tools() -> int:
-    """Stop every tool this process is running (whole process groups, and their containers); return how many."""
+def stop_running_tools(launch: str | None = None) -> int:
+    """Stop the tools ``launch`` (a RunContext key; None: every launch) runs in this process, whole process groups
+    and their containers, and start none of its tasks any more; return how many were stopped."""
+    with _running_lock:
+        if launch is not None:
+            _stopped_launches.add(launch)
+        running = [(pgid, container) for pgid, (key, container) in _running.items() if launch in (None, key)]
     stopped = 0
-    for pgid, container in list(_running.items()):
+    for pgid, container in running:
         if container:
             docker, cidfile = container
             try:
@@ -90,14 +102,6 @@ def builder_for(context: RunContext) -> CommandBuilder:
     return _builders[context.key]
 
 
-def dask_emitter(topic: str) -> Emit:
-    """Send messages to the client as Dask events (thread-safe; ordered before the task's own completion)."""
-    from distributed import get_worker
-
-    worker = get_worker()
-    return lambda message: worker.log_event(topic, message)
-
-
 def worker_name() -> str:
     try:
         from distributed import get_worker
@@ -109,7 +113,7 @@ def worker_name() -> str:
 
 def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str, Any]]:
     """The Dask task: run a group of tasks one after the other on this worker."""
-    emit = dask_emitter(context.topic)
+    emit = channel.emitter(context.topic)
     backend = backend_class(context.backend)
     left = backend.worker_seconds_left()
     if left is not None and context.retire_margin is not None and left < context.retire_margin:
@@ -124,6 +128,8 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
     job_id = backend.worker_job_id()
     records = []
     for wire in specs:
+        if context.key in _stopped_launches:
+            break                  # the launch is being stopped: the rest of the parcel is withdrawn with it
         spec = TaskSpec.from_wire(wire)
         record = run_task(spec, builder, emit, context, job_id)
         emit(Ended(spec.task, spec.attempt, record).to_wire())
@@ -318,7 +324,7 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     cgroup = None if prepared.cidfile else TaskCgroup.create(unique, spec.memory)
     argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
     argv += cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
-    oom_kills_before = oom_kills()
+    oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
     lock = place.hold(task, context.earlier_attempt_wait)
     guard = Guard.get()
     container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
@@ -335,7 +341,11 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     if guard is not None:
         guard.watch(proc.pid, container, tuple(p for p in (gnu_time and rss_file, prepared.cidfile) if p),
                     str(cgroup.path) if cgroup else None)
-    _running[proc.pid] = container
+    with _running_lock:
+        _running[proc.pid] = (context.key, container)
+        withdrawn = context.key in _stopped_launches
+    if withdrawn:               # its launch was stopped while it started: it goes the way the others went
+        os.killpg(proc.pid, signal.SIGTERM)
     target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
     sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
                       sampling["first-interval"], sampling["max-interval"])
@@ -432,6 +442,7 @@ def _reap(pid: int, guard: Guard | None) -> tuple[int, Any]:
     return status, rusage
 
 
+@lru_cache(maxsize=4)
 def _gnu_time(setting: str | bool | None) -> str | None:
     """GNU time (Debian package ``time``): ``auto`` finds it, a path names it, false/none disables it."""
     if setting in (False, None) or str(setting).lower() in ("false", "none", "no", "off"):
@@ -477,6 +488,7 @@ def _container_figures(sampler: Sampler, cidfile: str, sampled_peak: int | None,
     }
 
 
+@lru_cache(maxsize=1)
 def _private_dir() -> str:
     """Where clowdr's own small scratch files go (uniquely named, deleted after use): memory where possible."""
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()

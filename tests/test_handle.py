@@ -13,10 +13,9 @@ from conftest import DATA, write_json
 
 
 def test_launch_returns_at_once_and_the_handle_follows_the_run(provdir, invocations):
-    directory = invocations({f"i{n}.json": {"seconds": 1.5} for n in range(2)})
-    started = time.monotonic()
+    directory = invocations({f"i{n}.json": {"seconds": 4} for n in range(2)})
     handle = clowdr.launch(str(DATA / "sleep.json"), str(directory), str(provdir))
-    assert time.monotonic() - started < 1.0 and not handle.done()
+    assert not handle.done()
     assert handle.run_dir.is_dir() and handle.run_dir.name == "clowdr"
     outcome = handle.wait(timeout=120)
     assert handle.done() and outcome.exit_status == 0 and outcome.succeeded == 2

@@ -59,6 +59,11 @@ class Backend(ABC):
         scheduler enforces one per job)."""
         return None
 
+    def slots(self) -> int:
+        """Tasks the back-end runs at once at most (its workers' threads): the monitor keeps enough work in Dask
+        for each of them (``clowdr.parcels``)."""
+        return 1
+
     def requested(self) -> dict[str, int | None]:
         """What each task was asked to fit in, for the record (run.json): CPUs, memory in bytes, walltime in
         seconds; None where the back-end asks for nothing."""

@@ -77,6 +77,10 @@ class CloudBackend(Backend):
                                       "credentials)")
         return context
 
+    def slots(self) -> int:
+        """``n-workers`` worker tasks, but none idle from the start: at most one per task group."""
+        return min(int(self.setting("n-workers")), max(1, self.request.groups))
+
     def kind(self) -> str:
         kind = str(self.setting("cluster")).lower()
         if kind not in KINDS:
@@ -254,7 +258,7 @@ class CloudBackend(Backend):
 
     def _cluster(self, plan: Any) -> Any:
         created = self.created
-        workers = min(int(self.setting("n-workers")), max(1, self.request.groups))   # none idle from the start
+        workers = self.slots()
         common = {"n_workers": workers, "security_groups": [created.security_group], "clowdr_workers": workers,
                   "vpc": created.vpc, "asynchronous": False, "credentials": self.context.session}
         if self.kind() == "fargate":

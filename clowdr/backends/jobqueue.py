@@ -243,8 +243,12 @@ class JobqueueBackend(Backend):
         cluster = cluster_class(job_cls=self._refusals.watching(cluster_class.job_cls),
                                 scheduler_options=scheduler_options, silence_logs="error",
                                 **self._job_kwargs(log_directory))
-        cluster.adapt(minimum_jobs=0, maximum_jobs=max(1, min(int(self.setting("max-jobs")), self.request.groups)))
+        cluster.adapt(minimum_jobs=0, maximum_jobs=self.slots())
         return cluster
+
+    def slots(self) -> int:
+        """One worker job per waiting group, up to ``max-jobs`` (each runs one task at a time)."""
+        return max(1, min(int(self.setting("max-jobs")), self.request.groups))
 
     def job_script(self) -> str:
         """The script of a worker job, as dask-jobqueue shows it, without starting a scheduler (its address is

@@ -46,6 +46,12 @@ class LocalBackend(Backend):
         configured = self.setting("task-memory")
         return bytes_of(configured, "clowdr.local.task-memory") if configured is not None else None
 
+    def slots(self) -> int:
+        return self._workers() * int(self.setting("threads-per-worker"))
+
+    def _workers(self) -> int:
+        return int(self.setting("n-workers") or os.cpu_count() or 1)
+
     def check(self) -> None:
         super().check()
         self.task_memory()
@@ -76,7 +82,7 @@ class LocalBackend(Backend):
         dashboard = self.setting("dashboard-address")
         loopback = self.setting("host")
         return LocalCluster(
-            n_workers=self.setting("n-workers") or os.cpu_count() or 1,
+            n_workers=self._workers(),
             threads_per_worker=self.setting("threads-per-worker"),
             processes=bool(self.setting("processes")),
             protocol="tcp://",        # workers in this process too: every server on loopback, none on a LAN address
