@@ -170,7 +170,8 @@ class Monitor:
             for task in parcel:
                 task.submit_time = now
                 self.running.discard(task.index)
-            keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{parcel[0].index}-attempt-{parcel[0].attempt}")
+            first = parcel[0]
+            keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{first.index}-attempt-{first.attempt}")
         from clowdr.worker import run_group     # the worker's module (and Boutiques' executor) only when tasks run
 
         futures = self.client.map(run_group, [[t.spec.to_wire() for t in p] for p in parcels],
