@@ -39,7 +39,7 @@ def test_setup_prints_the_job_script_and_submits_nothing(slurm, clowdr, provdir)
                  "--preload clowdr.worker"):
         assert line in script, line
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    assert after == before
+    assert not set(after) - set(before)     # an earlier test's job may leave the queue meanwhile
     assert not list(result.meta.glob("task-*-summary.json"))
 
 
