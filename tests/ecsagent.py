@@ -150,7 +150,7 @@ class TestEcsAgent:
     # -- for the tests ------------------------------------------------------------------------------------------
     def task_running(self, needle: str) -> str | None:
         """The ECS task whose process tree runs a command line containing ``needle``."""
-        for arn, process in self.processes.items():
+        for arn, process in list(self.processes.items()):      # the agent's thread adds tasks meanwhile
             try:
                 tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
                 if any(needle in " ".join(p.cmdline()) for p in tree):
@@ -162,7 +162,7 @@ class TestEcsAgent:
     def close(self) -> None:
         self._closing.set()
         self._thread.join(timeout=10)
-        for process in self.processes.values():
+        for process in list(self.processes.values()):
             _kill(process)
         self.server.shutdown()
 

@@ -43,7 +43,7 @@ def test_cloud_tests_run_in_a_network_namespace(tmp_path):
     pytest.importorskip("moto.server")
     done = subprocess.run(["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--die-with-parent",
                            "--setenv", "CLOWDR_TEST_NETNS", "1", sys.executable, "-m", "pytest", __file__, "-q",
-                           "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "inner")],
+                           "-p", "no:cacheprovider", "--show-capture=no", "--basetemp", str(tmp_path / "inner")],
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
@@ -93,7 +93,12 @@ def aws(moto, tmp_path, monkeypatch):
             s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=DATA, Key="in/hello.txt", Body=b"hello")
     session.client("ecs").put_account_setting(name="taskLongArnFormat", value="enabled")
-    return {"env": env, "creds": creds, "session": session, "tmp": tmp_path}
+    clients: list[subprocess.Popen] = []
+    yield {"env": env, "creds": creds, "session": session, "tmp": tmp_path, "clients": clients}
+    for proc in clients:              # a test that failed midway leaves no client running into the next one
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
 
 
 def cloud(aws, provdir, *extra, wait=True, descriptor=None, invocation=None, region="us-east-1", timeout=300):
@@ -104,6 +109,7 @@ def cloud(aws, provdir, *extra, wait=True, descriptor=None, invocation=None, reg
             str(provdir), f"s3://{DATA}/in", "aws", str(aws["creds"]), *(["-r", region] if region else []), *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, **aws["env"]})
+    aws["clients"].append(proc)
     if not wait:
         return proc
     out, err = proc.communicate(timeout=timeout)
@@ -417,7 +423,7 @@ def assert_no_secret_in_files(aws):
 
 
 def assert_agent_saw_no_key(agent):
-    for started in agent.started.values():
+    for started in list(agent.started.values()):
         assert_no_secret(json.dumps(started["command"]), json.dumps(started["environment"]),
                          started["log"].read_text(errors="replace"))
         assert "AWS_ACCESS_KEY_ID" not in started["environment"]
@@ -432,7 +438,7 @@ def test_a_sweep_runs_end_to_end_on_fargate_through_the_test_agent(aws, agent, p
     found = summaries(meta)
     assert sorted(found) == [0, 1, 2]
     s3 = aws["session"].client("s3")
-    worker_tasks = {a for a, s in agent.started.items() if s["command"][0] == "dask-worker"}
+    worker_tasks = {a for a, s in list(agent.started.items()) if s["command"][0] == "dask-worker"}
     for n, msg in enumerate("abc"):
         summary = found[n]
         assert summary["status"] == "succeeded" and summary["backend"] == "cloud", summary
@@ -442,14 +448,14 @@ def test_a_sweep_runs_end_to_end_on_fargate_through_the_test_agent(aws, agent, p
         assert summary["outputs_kept"] == {f"out-{msg}.txt": f"s3://{DATA}/{key}"}
         assert s3.get_object(Bucket=DATA, Key=key)["Body"].read() == b"hello"
         assert (meta.parent / "outputs" / f"task-{n}" / f"out-{msg}.txt").read_bytes() == b"hello", "kept locally"
-    commands = sorted(s["command"][0] for s in agent.started.values())
+    commands = sorted(s["command"][0] for s in list(agent.started.values()))
     assert commands == ["dask-scheduler", "dask-worker", "dask-worker"]
     assert_agent_saw_no_key(agent)
     assert_no_secret_in_files(aws)
     assert leftovers(aws, run_id) == [], "every resource deleted after a normal run"
     from ecsagent import wait_until
 
-    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)   # all stopped
+    wait_until(lambda: all(p.poll() is not None for p in list(agent.processes.values())), timeout=60)   # all stopped
     assert_no_secret(out, err, *(p.read_text(errors="replace") for p in provdir.rglob("*") if p.is_file()))
 
 
@@ -532,7 +538,7 @@ def test_a_worker_task_stopped_mid_run_is_replaced_recorded_worker_lost_and_run_
     assert lost["failure"] == "worker-lost" and lost["job_id"] == arn
     assert "Your Spot Task was interrupted (test)" in lost["error"]
     # one task, one worker: the stopped one was replaced (neither ECS nor dask-cloudprovider would)
-    workers = [a for a, started in agent.started.items() if started["command"][0] == "dask-worker"]
+    workers = [a for a, started in list(agent.started.items()) if started["command"][0] == "dask-worker"]
     assert len(workers) == 2 and summary["job_id"] == workers[1]
     assert "starting replacements" in err
     assert leftovers(aws, meta.parent.name) == []
@@ -551,7 +557,7 @@ def test_sigterm_mid_run_stops_the_tools_and_deletes_everything(aws, agent, prov
     assert "interrupted by SIGTERM" in err
     run_id = run_dirs[0].name
     assert leftovers(aws, run_id) == []
-    wait_until(lambda: all(p.poll() is not None for p in agent.processes.values()), timeout=60)
+    wait_until(lambda: all(p.poll() is not None for p in list(agent.processes.values())), timeout=60)
     assert agent.task_running("sleep 120") is None
     archived = json.loads((run_dirs[0] / "clowdr" / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
     assert archived["failure"] == "cancelled"
