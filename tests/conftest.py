@@ -21,6 +21,52 @@ EXAMPLES = ROOT / "examples"
 SCRIPTS = ROOT / "scripts"
 
 
+NETNS_TEST = "test_cloud_tests_run_in_a_network_namespace"
+NETNS_RUN = pytest.StashKey[tuple[subprocess.Popen, Any, Path]]()
+
+
+@pytest.hookimpl(trylast=True)          # after -k/-m deselection: only a run that is asked for starts
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The cloud tests' run inside a network namespace is minutes of mostly waiting on moto and Dask: it starts
+    as soon as the session's tests are known, beside the others, and its test (moved last) reads its end."""
+    chosen = [item for item in items if item.name == NETNS_TEST]
+    if not chosen or os.environ.get("CLOWDR_TEST_NETNS") == "1" or not shutil.which("bwrap"):
+        return
+    items.remove(chosen[0])
+    items.append(chosen[0])
+    inner = Path(tempfile.mkdtemp(prefix="clowdr-netns-"))
+    output = open(inner / "output.txt", "w+")      # a file, not a pipe: minutes of output never block the run
+    config.stash[NETNS_RUN] = (subprocess.Popen(
+        ["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--die-with-parent", "--setenv", "CLOWDR_TEST_NETNS", "1",
+         sys.executable, "-m", "pytest", str(chosen[0].path), "-q", "-p", "no:cacheprovider", "--show-capture=no",
+         "--basetemp", str(inner / "tmp")], stdout=output, stderr=subprocess.STDOUT, text=True, cwd=ROOT), output, inner)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A namespace run whose test never read it (the session stopped first) does not outlive the session."""
+    started = config.stash.get(NETNS_RUN, None)
+    if started is not None:
+        process, output, inner = started
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output.close()
+        shutil.rmtree(inner, ignore_errors=True)
+
+
+
+@pytest.fixture
+def netns_run(request: pytest.FixtureRequest) -> tuple[int, str]:
+    """The namespace run's exit status and output, once it has ended (see ``pytest_collection_modifyitems``)."""
+    started = request.config.stash.get(NETNS_RUN, None)
+    if started is None:
+        pytest.skip("no namespace run was started (bubblewrap missing, or already inside the namespace)")
+    process, output, _ = started
+    code = process.wait(timeout=900)
+    output.seek(0)
+    return code, output.read()
+
+
 @dataclass
 class Result:
     """A finished ``clowdr`` command: exit status, output, and the run it wrote (if any)."""

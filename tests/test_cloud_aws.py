@@ -33,20 +33,18 @@ DATA, PROV = "clowdr-cloud-data", "clowdr-cloud-prov"
 inside = pytest.mark.skipif(not IN_NETNS, reason="runs inside bwrap --unshare-net (see the namespace test)")
 
 
-def test_cloud_tests_run_in_a_network_namespace(tmp_path):
-    """This module again, inside a network namespace that has only loopback."""
+def test_cloud_tests_run_in_a_network_namespace(netns_run):
+    """This module again, inside a network namespace that has only loopback (started with the session by
+    conftest.py, beside the other tests)."""
     if IN_NETNS:
         pytest.skip("already inside the namespace")
     if not shutil.which("bwrap"):
         pytest.skip("bubblewrap (bwrap) is not installed: scripts/test.sh installs it")
     pytest.importorskip("dask_cloudprovider")
     pytest.importorskip("moto.server")
-    done = subprocess.run(["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--die-with-parent",
-                           "--setenv", "CLOWDR_TEST_NETNS", "1", sys.executable, "-m", "pytest", __file__, "-q",
-                           "-p", "no:cacheprovider", "--show-capture=no", "--basetemp", str(tmp_path / "inner")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
+    code, output = netns_run
+    assert code == 0, output[-12000:]
+    last = output.strip().splitlines()[-1]
     assert re.match(r"\d+ passed, 1 skipped in ", last), last     # every inner test ran (only this one skipped)
 
 
