@@ -93,10 +93,14 @@ def aws(moto, tmp_path, monkeypatch):
     session.client("ecs").put_account_setting(name="taskLongArnFormat", value="enabled")
     clients: list[subprocess.Popen] = []
     yield {"env": env, "creds": creds, "session": session, "tmp": tmp_path, "clients": clients}
-    for proc in clients:              # a test that failed midway leaves no client running into the next one
+    for proc in clients:      # a test that failed midway leaves no client (nor its ECS tasks) to the next one
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=60)
+            proc.terminate()                    # clowdr deletes its run's resources on SIGTERM
+            try:
+                proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate(timeout=30)
 
 
 def cloud(aws, provdir, *extra, wait=True, descriptor=None, invocation=None, region="us-east-1", timeout=300):
