@@ -48,7 +48,7 @@ _running: dict[int, tuple[str, tuple[str, str] | None]] = {}
 # and "running" one state: a tool spawned while its launch is being stopped is either seen by the stop or sees it.
 _stopped_launches: set[str] = set()
 _running_lock = threading.Lock()
-_leaving = False      # this worker's job ends (_leave_once_delivered): it takes no further task
+_leaving = False      # this worker's job ends (_leave_job): it takes no further task
 # `docker run` exits 125 when the engine itself failed (no daemon, no image, bad option), not the tool.
 DOCKER_ENGINE_FAILED = 125
 
@@ -120,11 +120,10 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
     if _leaving or (left is not None and context.retire_margin is not None and left < context.retire_margin):
         # Too close to this worker job's walltime to start anything (or leaving, below): the scheduler runs the
         # group elsewhere (a fresh worker job) and this worker leaves, instead of letting the walltime kill a task.
-        from distributed import Reschedule, get_worker
+        from distributed import Reschedule
 
-        worker = get_worker()
-        why = "a task outgrew the job's memory" if _leaving else "too close to the job's walltime"
-        worker.loop.add_callback(worker.close, reason=f"clowdr: {why}")
+        if not _leaving:
+            _leave_job("too close to the job's walltime")
         raise Reschedule()
     builder = builder_for(context)
     job_id = backend.worker_job_id()
@@ -137,15 +136,15 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
         emit(Ended(spec.task, spec.attempt, record).to_wire())
         records.append(record)
         if job_id and spec.memory and record.get("failure") == Failure.OUT_OF_MEMORY:
-            _leave_once_delivered()
+            # its retry asks for a bigger job; this one ends, so that the scheduler's record of it shows the
+            # out-of-memory kill (SLURM: OUT_OF_MEMORY) rather than a cancellation at the end of the run
+            _leave_job("a task outgrew the job's memory")
     return records
 
 
-def _leave_once_delivered() -> None:
-    """A task outgrew this batch job's memory: its retry asks for a bigger job, and this one ends (taking no
-    further task) once the client has the result, so that the scheduler's record of it shows the out-of-memory
-    kill (SLURM: OUT_OF_MEMORY) rather than a cancellation at the end of the run. Closing sooner would lose the
-    result, and Dask would run the group again."""
+def _leave_job(why: str) -> None:
+    """This worker takes no further task and ends its job once the current Dask task is off its hands (closing
+    sooner would lose that task's result, and Dask would run the group again)."""
     import asyncio
 
     from distributed import get_worker
@@ -153,12 +152,11 @@ def _leave_once_delivered() -> None:
     global _leaving
     _leaving = True
     worker = get_worker()
-    key = worker.get_current_task()
+    key, reason = worker.get_current_task(), f"clowdr: {why}"
 
     async def leave() -> None:
         while key in worker.state.tasks:
             await asyncio.sleep(0.1)
-        reason = "clowdr: a task outgrew the job's memory"
         if not worker.nanny:
             await worker.close(reason=reason)
             return

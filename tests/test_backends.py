@@ -93,12 +93,16 @@ def test_the_same_run_gives_the_same_records_on_every_backend(backend, tmp_path,
                                                      ("sge", "queue:nosuch.q", "unknown queue")])
 def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(scheduler, refused, says, request, clowdr, provdir,
                                                              invocations):
-    """dask-jobqueue alone does not submit a refused job again, and the launch would wait forever."""
+    """dask-jobqueue alone does not submit a refused job again, and the launch would wait forever: clowdr submits it
+    submit-tries times, then the tasks are submit-errors."""
     request.getfixturevalue(scheduler)
     directory = invocations({f"i{n}.json": {"name": f"t{n}", "code": 0} for n in range(2)})
+    env = {**LOOPBACK, f"DASK_CLOWDR__{scheduler.upper()}__SUBMIT_TRIES": "3",
+           f"DASK_CLOWDR__{scheduler.upper()}__SUBMIT_DELAY": "0.5"}
     result = clowdr("local", write_json(directory.parent / "outcomes.json", TOOL), directory, provdir,
-                    "-c", scheduler, "-a", refused, env=LOOPBACK, timeout=120)
+                    "-c", scheduler, "-a", refused, env=env, timeout=120)
     assert result.returncode == 1, result.stderr
+    assert "(try 1 of 3)" in result.stderr and "(try 3 of 3)" in result.stderr
     for summary in result.summaries().values():
         assert summary["failure"] == "submit-error" and says in summary["error"].lower(), summary
     assert "2 task(s): 0 succeeded, 2 failed (submit-error: 2)" in result.stderr

@@ -6,6 +6,10 @@ scaling counts tasks, not what they ask for: a task no worker can hold would wai
 workers. ``MemoryAdaptive`` therefore also starts, for each such task, a worker job with the memory it asks for,
 and never lets the ordinary scaling down withdraw that job before its worker has arrived. Such jobs count beyond
 the maximum: the ordinary scaling down then retires idle workers (those too small among them) to make up for them.
+
+It also forgets at once a job whose worker has left (retired before its walltime, or ended after an out-of-memory
+kill): Dask would count it for ``distributed.deploy.lost-worker-timeout`` (15 s) more, and start no other job
+in its place meanwhile.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class MemoryAdaptive(Adaptive):
         super().__init__(cluster, **kwargs)
         self.job_options = job_options
         self.placed: dict[str, int] = {}        # worker jobs started for a task's memory: name -> memory
+        self.seen: set[str] = set()             # jobs whose worker has connected
 
     def _arriving(self) -> set[str]:
         """Placed jobs whose worker has not connected yet."""
@@ -58,6 +63,10 @@ class MemoryAdaptive(Adaptive):
         return unmet
 
     async def recommendations(self, target: int) -> dict[str, Any]:
+        self.seen = (self.seen | self.observed) & self.plan
+        left = self.seen - self.observed
+        if left:
+            return {"status": "down", "workers": sorted(left, key=str)}
         unmet = self._unmet()
         if unmet:
             return {"status": "up", "n": len(self.plan), "memory": unmet}
