@@ -8,15 +8,17 @@ and never lets the ordinary scaling down withdraw that job before its worker has
 the maximum: the ordinary scaling down then retires idle workers (those too small among them) to make up for them.
 
 It also forgets at once a job whose worker has left (retired before its walltime, or ended after an out-of-memory
-kill): Dask would count it for ``distributed.deploy.lost-worker-timeout`` (15 s) more, and start no other job
-in its place meanwhile.
+kill, or its job deleted): Dask would count it for ``distributed.deploy.lost-worker-timeout`` (15 s) more, and
+start no other job in its place meanwhile.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from distributed.core import Status
 from distributed.deploy.adaptive import Adaptive
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from clowdr.protocol import TaskSpec
 
@@ -34,6 +36,16 @@ def worker_args(memory: int) -> list[str]:
     return ["--resources", f"{MEMORY}={memory}"]
 
 
+class _Arrivals(SchedulerPlugin):
+    """Names the workers that connect, into ``seen`` (the scheduler runs in the client's process)."""
+
+    def __init__(self, seen: set[str]) -> None:
+        self.seen = seen
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        self.seen.add(scheduler.workers[worker].name)
+
+
 class MemoryAdaptive(Adaptive):
     """Adaptive scaling plus worker jobs of the memory tasks ask for (``job_options(memory)``: the arguments of
     such a job that differ from the cluster's usual ones)."""
@@ -42,7 +54,8 @@ class MemoryAdaptive(Adaptive):
         super().__init__(cluster, **kwargs)
         self.job_options = job_options
         self.placed: dict[str, int] = {}        # worker jobs started for a task's memory: name -> memory
-        self.seen: set[str] = set()             # jobs whose worker has connected
+        self.seen: set[str] = set()             # jobs whose worker has connected (however briefly)
+        cluster.scheduler.add_plugin(_Arrivals(self.seen), name="clowdr-arrivals")
 
     def _arriving(self) -> set[str]:
         """Placed jobs whose worker has not connected yet."""
@@ -63,10 +76,9 @@ class MemoryAdaptive(Adaptive):
         return unmet
 
     async def recommendations(self, target: int) -> dict[str, Any]:
-        self.seen = (self.seen | self.observed) & self.plan
-        left = self.seen - self.observed
-        if left:
-            return {"status": "down", "workers": sorted(left, key=str)}
+        self.seen &= self.plan
+        for name in self.seen - {ws.name for ws in self.cluster.scheduler.workers.values()}:
+            self._forget(name)
         unmet = self._unmet()
         if unmet:
             return {"status": "up", "n": len(self.plan), "memory": unmet}
@@ -80,6 +92,22 @@ class MemoryAdaptive(Adaptive):
             if not found["workers"]:
                 return {"status": "same"}
         return found
+
+    def _forget(self, name: str) -> None:
+        """The job whose worker has left ends by itself (a worker leaving on purpose ends its job): withdrawing it
+        now would make the cancellation its record (SLURM CANCELLED, Grid Engine failed 100) instead of how it
+        ended (OUT_OF_MEMORY), so it is cancelled only after Dask's lost-worker-timeout, in case it did not end."""
+        import dask.config
+        from dask.utils import parse_timedelta
+
+        cluster = self.cluster
+        cluster.worker_spec.pop(name, None)
+        self.seen.discard(name)
+        job = cluster.workers.pop(name, None)
+        if job is not None:
+            job.status = Status.closed      # for the cluster, it is: its own close must not wait for it
+            cluster.loop.call_later(parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")),
+                                    job.close)
 
     async def scale_up(self, n: int, memory: list[int] | None = None) -> None:
         if not memory:
