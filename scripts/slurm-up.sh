@@ -81,8 +81,12 @@ fi
 # cgroup v1 with a writable memory hierarchy, or v2 with the memory controller (no
 # systemd here: IgnoreSystemd). Never overwrite a cgroup.conf someone else wrote: then,
 # as without a usable memory cgroup, --mem is only accounted (TaskPlugin=task/none).
+# CLOWDR_SLURM_CGROUP=no: task/none whatever the machine offers (set by this script
+# itself when slurmd cannot run a job with task/cgroup here).
 CGPLUGIN=""
-if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+if [ "${CLOWDR_SLURM_CGROUP:-auto}" = no ]; then
+    :
+elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     grep -qw memory /sys/fs/cgroup/cgroup.controllers && [ -w /sys/fs/cgroup ] && CGPLUGIN=cgroup/v2
 elif [ -d /sys/fs/cgroup/memory ] && [ -w /sys/fs/cgroup/memory ]; then
     CGPLUGIN=cgroup/v1
@@ -92,6 +96,11 @@ if [ -e "$CGCONF" ] && [ "$(head -n 1 "$CGCONF")" != "$MARK" ]; then
     CGPLUGIN=""
 fi
 [ -n "$CGPLUGIN" ] || log "no usable memory cgroup: --mem is accounted, not enforced"
+without_cgroup() {  # without_cgroup WHAT: start again with task/none, or die if task/none is what failed
+    [ -n "$CGPLUGIN" ] || die "$1"
+    log "$1 with task/cgroup ($CGPLUGIN): starting again without it (--mem accounted, not enforced)"
+    exec env CLOWDR_SLURM_CGROUP=no bash "$0"
+}
 TASKPLUGIN=task/none; [ -z "$CGPLUGIN" ] || TASKPLUGIN=task/cgroup
 NEWCGCONF="$MARK
 # Jobs held to their --mem (RAM only: AllowedRAMSpace 100 %, no swap beyond it); an
@@ -190,9 +199,10 @@ if ! alive slurmd; then
             if [ -d "$(dirname "$d")" ] && [ ! -e "$d" ]; then echo "$d"; fi
         done >>"$STATE/cgroups"
     fi
-    /usr/sbin/slurmd -N "$NODE" >/dev/null 2>&1 9>&- || die "slurmd failed to start"
-    wait_for 10 alive slurmd || die "slurmd did not stay up"
+    /usr/sbin/slurmd -N "$NODE" >/dev/null 2>&1 9>&- || without_cgroup "slurmd failed to start"
+    wait_for 10 alive slurmd || without_cgroup "slurmd did not stay up"
     log "slurmd started (pid $(cat "$STATE/pid/slurmd.pid"))"
+    STARTED_SLURMD=1
 fi
 
 # --- wait until the node takes jobs ---------------------------------------------
@@ -207,5 +217,10 @@ while :; do
     n=$((n - 1)); [ "$n" -gt 0 ] || die "node $NODE not idle after ${TIMEOUT}s (state '$s')"
     sleep 0.1
 done
-log "ready: node $NODE is $s (partitions debug, short; conf $CONF; state $STATE)"
+# A job must run under the cgroup settings (a cgroup hierarchy slurmd can start but
+# not use would fail every job and drain the node).
+if [ -n "$CGPLUGIN" ] && [ -n "${STARTED_SLURMD:-}" ] && ! timeout 60 srun -Q -t 1 --mem=32 true >/dev/null 2>&1; then
+    without_cgroup "a test job failed"
+fi
+log "ready: node $NODE is $s (partitions debug, short; conf $CONF; state $STATE; TaskPlugin=$TASKPLUGIN)"
 echo "SLURM_READY=1"

@@ -155,7 +155,7 @@ def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(slurm, c
     plugin = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
     if "task/cgroup" not in plugin:
         pytest.skip("this SLURM does not enforce --mem (no TaskPlugin=task/cgroup: scripts/slurm-up.sh found no "
-                    "writable memory cgroup, or /etc/slurm/cgroup.conf is not its own)")
+                    "writable memory cgroup, a job failed under it, or /etc/slurm/cgroup.conf is not its own)")
     invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
     result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", "slurm", "-a", "mem:256", env=LOOPBACK,
                     timeout=180)
