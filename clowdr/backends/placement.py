@@ -5,7 +5,7 @@ Every worker of a batch back-end advertises its job's memory as the Dask resourc
 scaling counts tasks, not what they ask for: a task no worker can hold would wait forever beside idle smaller
 workers. ``MemoryAdaptive`` therefore also starts, for each such task, a worker job with the memory it asks for,
 and never lets the ordinary scaling down withdraw that job before its worker has arrived. Such jobs count beyond
-the maximum: the ordinary scaling down then retires idle workers (those too small among them) to make up for them.
+the maximum: the ordinary scaling down then retires idle workers to make up for them.
 
 It also forgets at once a job whose worker has left (retired before its walltime, or ended after an out-of-memory
 kill, or its job deleted): Dask would count it for ``distributed.deploy.lost-worker-timeout`` (15 s) more, and
