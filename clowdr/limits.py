@@ -12,6 +12,11 @@ escapes), and a limit cannot be enforced: said once, and the attempt runs withou
 
 Without a limit, a tool killed by the kernel's OOM killer is still named for it: the machine's ``oom_kill``
 count (``/proc/vmstat``) grew while it ran and it died of SIGKILL.
+
+Where this process's own cgroup already holds it to the task's memory (a batch job the scheduler holds to its
+memory, e.g. SLURM's task/cgroup), the tool gets no cgroup of its own (``held_to``): the job's limit is the same,
+and a kill inside a child cgroup would be hidden from the scheduler, which counts out-of-memory kills in the
+job's own cgroup only (SLURM then records the job as OUT_OF_MEMORY).
 """
 from __future__ import annotations
 
@@ -57,6 +62,33 @@ def _parent(memory: bool) -> tuple[Path, str] | None:
         if ("memory" in enabled or not memory) and os.access(parent, os.W_OK):
             return parent, "v2"
     return None
+
+
+@lru_cache(maxsize=1)
+def _own_limit() -> int | None:
+    """The memory limit this process's cgroup and its ancestors hold it to (None: none, or not known)."""
+    own = _own_cgroups()
+    limits = []
+    try:
+        if "memory" in own:         # v1: the hierarchy works it out
+            stat = (ROOT / "memory" / own["memory"].lstrip("/") / "memory.stat").read_text().split()
+            limits.append(int(stat[stat.index("hierarchical_memory_limit") + 1]))
+        elif "" in own and (ROOT / "cgroup.controllers").exists():
+            path = ROOT / own[""].lstrip("/")
+            while path != ROOT:
+                text = (path / "memory.max").read_text().strip() if (path / "memory.max").exists() else "max"
+                limits.extend([int(text)] if text.isdigit() else [])
+                path = path.parent
+    except (OSError, ValueError, IndexError):
+        return None
+    limit = min(limits, default=None)
+    return limit if limit is not None and limit < 1 << 60 else None
+
+
+def held_to(limit: int | None) -> bool:
+    """Whether this process's own cgroup already holds it (and what it starts) to ``limit`` bytes or less."""
+    own = _own_limit()
+    return limit is not None and own is not None and own <= limit
 
 
 class TaskCgroup:

@@ -162,20 +162,28 @@ class Monitor:
             self._room_ahead.release(handed)
 
     def _submit(self, parcels: list[list[TaskState]]) -> None:
-        """One future per parcel (tasks run in turn on one worker)."""
+        """One future per parcel (tasks run in turn on one worker); one map call per placement the back-end gives
+        (e.g. the memory a parcel's tasks ask for), since a call's submit arguments hold for all its futures."""
         now = time.time()
-        keys = []
+        placed: dict[str, tuple[dict[str, Any], list[list[TaskState]], list[str]]] = {}
         for parcel in parcels:
             self._submitted += 1
             for task in parcel:
                 task.submit_time = now
                 self.running.discard(task.index)
             first = parcel[0]
+            placement = self.backend.placement([t.spec for t in parcel])
+            _, same, keys = placed.setdefault(repr(sorted(placement.items())), (placement, [], []))
+            same.append(parcel)
             keys.append(f"clowdr-{self.run.run_id}-{self._submitted}-task-{first.index}-attempt-{first.attempt}")
+        for placement, same, keys in placed.values():
+            self._map(same, keys, placement)
+
+    def _map(self, parcels: list[list[TaskState]], keys: list[str], placement: dict[str, Any]) -> None:
         from clowdr.worker import run_group     # the worker's module (and Boutiques' executor) only when tasks run
 
         futures = self.client.map(run_group, [[t.spec.to_wire() for t in p] for p in parcels],
-                                  context=self._context_future, key=keys, pure=False)
+                                  context=self._context_future, key=keys, pure=False, **placement)
         for future, parcel in zip(futures, parcels):
             if len(parcel) > 1:
                 log.info("tasks %s travel together (one Dask future)", ",".join(str(t.index) for t in parcel))

@@ -30,7 +30,7 @@ from clowdr import channel  # noqa: E402
 from clowdr.backends import backend_class  # noqa: E402
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
 from clowdr.guard import Guard  # noqa: E402
-from clowdr.limits import TaskCgroup, oom_kills  # noqa: E402
+from clowdr.limits import TaskCgroup, held_to, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
 from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
@@ -48,6 +48,7 @@ _running: dict[int, tuple[str, tuple[str, str] | None]] = {}
 # and "running" one state: a tool spawned while its launch is being stopped is either seen by the stop or sees it.
 _stopped_launches: set[str] = set()
 _running_lock = threading.Lock()
+_leaving = False      # this worker's job ends (_leave_job): it takes no further task
 # `docker run` exits 125 when the engine itself failed (no daemon, no image, bad option), not the tool.
 DOCKER_ENGINE_FAILED = 125
 
@@ -116,13 +117,13 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
     emit = channel.emitter(context.topic)
     backend = backend_class(context.backend)
     left = backend.worker_seconds_left()
-    if left is not None and context.retire_margin is not None and left < context.retire_margin:
-        # Too close to this worker job's walltime to start anything: the scheduler runs the group elsewhere
-        # (a fresh worker job) and this worker leaves, instead of letting the walltime kill a task.
-        from distributed import Reschedule, get_worker
+    if _leaving or (left is not None and context.retire_margin is not None and left < context.retire_margin):
+        # Too close to this worker job's walltime to start anything (or leaving, below): the scheduler runs the
+        # group elsewhere (a fresh worker job) and this worker leaves, instead of letting the walltime kill a task.
+        from distributed import Reschedule
 
-        worker = get_worker()
-        worker.loop.add_callback(worker.close, reason="clowdr: too close to the job's walltime")
+        if not _leaving:
+            _leave_job("too close to the job's walltime")
         raise Reschedule()
     builder = builder_for(context)
     job_id = backend.worker_job_id()
@@ -134,7 +135,35 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
         record = run_task(spec, builder, emit, context, job_id)
         emit(Ended(spec.task, spec.attempt, record).to_wire())
         records.append(record)
+        if job_id and spec.memory and record.get("failure") == Failure.OUT_OF_MEMORY:
+            # its retry asks for a bigger job; this one ends, so that the scheduler's record of it shows the
+            # out-of-memory kill (SLURM: OUT_OF_MEMORY) rather than a cancellation at the end of the run
+            _leave_job("a task outgrew the job's memory")
     return records
+
+
+def _leave_job(why: str) -> None:
+    """This worker takes no further task and ends its job once the current Dask task is off its hands (closing
+    sooner would lose that task's result, and Dask would run the group again)."""
+    import asyncio
+
+    from distributed import get_worker
+
+    global _leaving
+    _leaving = True
+    worker = get_worker()
+    key, reason = worker.get_current_task(), f"clowdr: {why}"
+
+    async def leave() -> None:
+        while key in worker.state.tasks:
+            await asyncio.sleep(0.1)
+        if not worker.nanny:
+            await worker.close(reason=reason)
+            return
+        async with worker.rpc(worker.nanny) as nanny:   # a worker's own close leaves its nanny, and the job, running
+            await nanny.terminate(reason=reason)
+
+    worker.loop.add_callback(leave)
 
 
 def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunContext,
@@ -320,8 +349,10 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
     unique = f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}"
     rss_file = os.path.join(_private_dir(), unique + ".rss")
-    # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's
-    cgroup = None if prepared.cidfile else TaskCgroup.create(unique, spec.memory)
+    # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's, unless
+    # the worker's own cgroup holds it to its memory already (a batch job's: clowdr.limits)
+    held = held_to(spec.memory)
+    cgroup = None if prepared.cidfile or held else TaskCgroup.create(unique, spec.memory)
     argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
     argv += cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
     oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
@@ -373,7 +404,7 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
         "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
         "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
         "samples": len(samples), "memory_limit": spec.memory,
-        **_memory_verdict(cgroup, code, oom_kills_before),
+        **_memory_verdict(cgroup, code, oom_kills_before, spec.memory if held else None),
     }
     sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
     if prepared.cidfile:
@@ -406,9 +437,10 @@ def _signal_of(code: int) -> str | None:
         return None
 
 
-def _memory_verdict(cgroup: TaskCgroup | None, code: int, oom_kills_before: int | None) -> dict[str, Any]:
+def _memory_verdict(cgroup: TaskCgroup | None, code: int, oom_kills_before: int | None,
+                    held: int | None = None) -> dict[str, Any]:
     """Whether the tool was killed for its memory, and what the kernel says of it; the cgroup goes, with
-    whatever the tool left running in it."""
+    whatever the tool left running in it. ``held``: the limit of the worker's own cgroup, which held the tool."""
     if cgroup is not None:
         killed, peak = cgroup.oom_killed(), cgroup.peak()
         cgroup.remove()
@@ -420,7 +452,10 @@ def _memory_verdict(cgroup: TaskCgroup | None, code: int, oom_kills_before: int 
                                                  f"(peak {(peak or 0) // MIB} MiB)"}
         return {}
     after = oom_kills()
-    if code == -signal.SIGKILL and oom_kills_before is not None and after is not None and after > oom_kills_before:
+    oom_ran = oom_kills_before is not None and after is not None and after > oom_kills_before
+    if _signal_of(code) == "SIGKILL" and oom_ran:
+        if held is not None:
+            return {"oom_killed": True, "error": f"killed for its memory: the job's limit {held // MIB} MiB reached"}
         return {"oom_killed": True, "error": "killed by SIGKILL while the kernel's OOM killer ran: out of memory"}
     return {}
 

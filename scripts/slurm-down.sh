@@ -47,4 +47,13 @@ fi
 stop slurmd
 stop slurmctld
 stop munged
+# The cgroups slurmd made for jobs (recorded by slurm-up.sh), deepest first: empty once
+# the jobs are gone.
+if [ -s "$STATE/cgroups" ]; then
+    sort -u "$STATE/cgroups" | while read -r d; do
+        if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+        if [ -d "$d" ]; then log "could not remove cgroup $d"; fi
+    done
+    rm -f "$STATE/cgroups"
+fi
 exit 0

@@ -99,6 +99,27 @@ def run_clowdr(*args: str | Path, env: dict[str, str] | None = None, timeout: fl
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def start_clowdr(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The real CLI started in the background, for ``finish``: a slow run overlaps other tests."""
+    return subprocess.Popen([sys.executable, "-m", "clowdr", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> Result:
+    """The background run's result; one still running after ``timeout`` seconds (or at a test's failure) is
+    stopped as a user would stop it (SIGTERM: its worker jobs are withdrawn), killed if that does not do."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    return Result(process.returncode, stdout, stderr)
+
+
 @pytest.fixture
 def clowdr():
     return run_clowdr

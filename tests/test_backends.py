@@ -93,12 +93,16 @@ def test_the_same_run_gives_the_same_records_on_every_backend(backend, tmp_path,
                                                      ("sge", "queue:nosuch.q", "unknown queue")])
 def test_worker_jobs_the_scheduler_refuses_are_a_submit_error(scheduler, refused, says, request, clowdr, provdir,
                                                              invocations):
-    """dask-jobqueue alone does not submit a refused job again, and the launch would wait forever."""
+    """dask-jobqueue alone does not submit a refused job again, and the launch would wait forever: clowdr submits it
+    submit-tries times, then the tasks are submit-errors."""
     request.getfixturevalue(scheduler)
     directory = invocations({f"i{n}.json": {"name": f"t{n}", "code": 0} for n in range(2)})
+    env = {**LOOPBACK, f"DASK_CLOWDR__{scheduler.upper()}__SUBMIT_TRIES": "3",
+           f"DASK_CLOWDR__{scheduler.upper()}__SUBMIT_DELAY": "0.5"}
     result = clowdr("local", write_json(directory.parent / "outcomes.json", TOOL), directory, provdir,
-                    "-c", scheduler, "-a", refused, env=LOOPBACK, timeout=120)
+                    "-c", scheduler, "-a", refused, env=env, timeout=120)
     assert result.returncode == 1, result.stderr
+    assert "(try 1 of 3)" in result.stderr and "(try 3 of 3)" in result.stderr
     for summary in result.summaries().values():
         assert summary["failure"] == "submit-error" and says in summary["error"].lower(), summary
     assert "2 task(s): 0 succeeded, 2 failed (submit-error: 2)" in result.stderr
@@ -119,3 +123,34 @@ def test_tasks_run_on_several_worker_jobs(scheduler, request, clowdr, provdir, i
     assert None not in jobs and len(jobs) >= 2                         # several worker jobs shared the work
     assert json.loads((result.meta / "run.json").read_text())["cluster"] == scheduler
     assert list((result.meta / scheduler).iterdir())                    # worker job logs kept with the run
+
+
+def test_a_parcel_asks_for_the_largest_memory_of_its_tasks_on_a_batch_backend_only():
+    from clowdr.backends import LocalBackend, SLURM
+    from clowdr.protocol import TaskSpec
+
+    specs = [TaskSpec(0, 1, {}, memory=256 << 20), TaskSpec(1, 2, {}, memory=512 << 20), TaskSpec(2, 1, {})]
+    assert SLURM().placement(specs) == {"resources": {"MEMORY": 512 << 20}}
+    assert SLURM().placement([TaskSpec(2, 1, {})]) == {}
+    assert LocalBackend().placement(specs) == {}
+    assert SLURM().task_memory() == SLURM().requested()["memory"]       # the first attempt asks for the job's
+
+
+def test_a_task_needing_more_memory_than_any_worker_gets_a_worker_of_its_own():
+    """MemoryAdaptive on a real (local) Dask cluster: the small worker stays idle, a worker advertising the memory
+    asked for is started for the task, and the task runs there."""
+    from distributed import Client, LocalCluster, get_worker
+
+    from clowdr.backends.placement import MEMORY, MemoryAdaptive
+
+    def memory_here() -> float:
+        return get_worker().state.total_resources[MEMORY]
+
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, resources={MEMORY: 100},
+                      protocol="tcp://", host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        cluster.adapt(Adaptive=MemoryAdaptive, job_options=lambda memory: {"resources": {MEMORY: memory}},
+                      minimum=1, maximum=3, interval="100ms")
+        assert client.submit(memory_here, resources={MEMORY: 100}, pure=False).result(timeout=30) == 100
+        # Dask's own adaptive scaling would leave it waiting: the small idle worker counts as enough
+        assert client.submit(memory_here, resources={MEMORY: 200}, pure=False).result(timeout=30) == 200

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import DATA, EXAMPLES, LOOPBACK, ROOT, write_json
+import pytest
+
+from conftest import DATA, EXAMPLES, LOOPBACK, ROOT, finish, start_clowdr, write_json
+
+MIB = 1 << 20
 
 
 def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
@@ -23,6 +27,20 @@ def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
         time.sleep(0.5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def walltime_run(sge, tmp_path_factory):
+    """The run of test_a_walltime_kill_is_recorded_as_walltime, started with the module (the time limit takes its
+    15 s while the other tests run)."""
+    directory = tmp_path_factory.mktemp("walltime")
+    (directory / "prov").mkdir()
+    env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
+    process = start_clowdr("local", DATA / "sleep.json", write_json(directory / "i.json", {"seconds": 300}),
+                           directory / "prov", "-c", "sge", "-a", "time:0:0:15", env=env)
+    yield process
+    if process.poll() is None:
+        finish(process, timeout=0)
+
+
 def test_jobname_and_clusterargs_reach_grid_engine(sge, clowdr, provdir, tmp_path):
     invocation = write_json(tmp_path / "i.json", {"seconds": 8})
     process = subprocess.Popen(
@@ -30,15 +48,16 @@ def test_jobname_and_clusterargs_reach_grid_engine(sge, clowdr, provdir, tmp_pat
          "-n", "clowdr-e2e", "-a", "time:0:30,mem:300,account:clowdrtest,queue:all.q,ac:from=clowdr"],
         cwd=ROOT, env={**os.environ, **LOOPBACK}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        shown = ""
+        fields: dict[str, str] = {}
         deadline = time.monotonic() + 60
-        while "clowdr-e2e" not in shown and time.monotonic() < deadline:
-            ids = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True).stdout.split()
-            jobs = [i for i in ids if i.isdigit()]
-            shown = subprocess.run(["qstat", "-j", ",".join(jobs)], capture_output=True, text=True).stdout \
-                if jobs else ""
+        while fields.get("job_name") != "clowdr-e2e" and time.monotonic() < deadline:
+            for job in jobs():          # other tests' jobs too (the walltime run's)
+                shown = subprocess.run(["qstat", "-j", job], capture_output=True, text=True).stdout
+                fields = dict(re.split(r":\s+", line, maxsplit=1) for line in shown.splitlines()
+                              if re.search(r":\s", line))
+                if fields.get("job_name") == "clowdr-e2e":
+                    break
             time.sleep(0.3)
-        fields = dict(re.split(r":\s+", line, maxsplit=1) for line in shown.splitlines() if re.search(r":\s", line))
         assert fields["job_name"] == "clowdr-e2e"                        # -n
         assert fields["account"] == "clowdrtest"                        # -a account:... (-A)
         resources = dict(item.split("=") for item in fields["hard resource_list"].split(","))
@@ -97,7 +116,7 @@ def test_a_worker_job_deleted_mid_task_runs_the_task_again(sge, clowdr, provdir,
 def test_workers_retire_before_their_walltime_instead_of_being_killed(sge, clowdr, provdir, invocations):
     """A 40 s walltime and a 35 s retire margin leave each worker job ~5 s to take tasks: the work moves to
     fresh jobs and no task is ever killed by the time limit."""
-    directory = invocations({f"i{n}.json": {"seconds": 3} for n in range(4)})
+    directory = invocations({f"i{n}.json": {"seconds": 2} for n in range(4)})
     env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="35", DASK_CLOWDR__SGE__MAX_JOBS="1")
     result = clowdr("local", DATA / "sleep.json", directory, provdir, "-c", "sge", "-a", "time:0:0:40", env=env,
                     timeout=300)
@@ -110,11 +129,30 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(sge, clowd
         assert not qacct(job).get("failed", "").startswith("37")          # none killed by h_rt
 
 
-def test_a_walltime_kill_is_recorded_as_walltime(sge, clowdr, provdir, tmp_path):
+def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(sge, clowdr, provdir, tmp_path):
+    """The tool outgrows its 256 MiB worker job and is killed for it; the retry asks for 512 MiB, which a new worker
+    job is submitted for. Grid Engine here holds a job to no memory (mem_free is a request; h_vmem would limit the
+    address space, under which an allocation fails instead of being killed): the worker holds the tool to its job's
+    memory itself, and the scheduler's record shows the doubled request, not the kill."""
+    invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
+    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", "sge", "-a", "mem:256", env=LOOPBACK,
+                    timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded" and summary["memory_limit"] == 512 * MIB
+    first = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert first["failure"] == "out-of-memory" and first["memory_limit"] == 256 * MIB, first
+    assert "limit 256 MiB" in first["error"] and first["peak_rss"] > 0
+    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
+    assert first["job_id"] != summary["job_id"]
+    first_job, second_job = qacct(first["job_id"]), qacct(summary["job_id"])
+    assert "mem_free=256M" in first_job["category"] and "mem_free=512M" in second_job["category"]
+    assert first_job["failed"] == "0"             # its worker left on its own once the task outgrew the job
+
+
+def test_a_walltime_kill_is_recorded_as_walltime(walltime_run):
     """With the retire margin off, Grid Engine's h_rt kills the task: the record says so, not 'lost'."""
-    env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
-    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 300}), provdir,
-                    "-c", "sge", "-a", "time:0:0:15", env=env, timeout=240)
+    result = finish(walltime_run, timeout=240)
     assert result.returncode == 1, result.stderr
     summary = result.summary(0)
     assert summary["status"] == "failed" and summary["failure"] == "walltime", summary

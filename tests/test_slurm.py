@@ -7,12 +7,43 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import DATA, EXAMPLES, LOOPBACK, write_json
+import pytest
+
+from conftest import DATA, EXAMPLES, LOOPBACK, finish, start_clowdr, write_json
+
+MIB = 1 << 20
 
 
 def scontrol(job_id: str) -> dict[str, str]:
     shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     return dict(item.split("=", 1) for item in shown.split() if "=" in item)
+
+
+def sacct_state(job_id: str, wait: float = 20.0) -> str:
+    """The job's final state in SLURM's job completion record (``sacct -c``: written as the job ends)."""
+    deadline = time.monotonic() + wait
+    while True:
+        shown = subprocess.run(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "JobID,State"], capture_output=True,
+                               text=True).stdout
+        states = [line.split("|")[1] for line in shown.splitlines() if line.split("|")[0] == job_id]
+        if states or time.monotonic() > deadline:
+            return states[-1] if states else ""
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def walltime_run(slurm, tmp_path_factory):
+    """The run of test_a_walltime_kill_is_recorded_as_walltime, started with the module: SLURM's time limits are
+    whole minutes, checked every 30 s, so the kill comes 60-90 s after the job starts; the other tests run
+    meanwhile."""
+    directory = tmp_path_factory.mktemp("walltime")
+    (directory / "prov").mkdir()
+    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
+    process = start_clowdr("local", DATA / "sleep.json", write_json(directory / "i.json", {"seconds": 300}),
+                           directory / "prov", "-c", "slurm", "-a", "time:0:01", env=env)
+    yield process
+    if process.poll() is None:
+        finish(process, timeout=0)
 
 
 def test_clusterargs_and_jobname_reach_the_scheduler(slurm, clowdr, provdir, tmp_path):
@@ -106,7 +137,7 @@ def test_clowdr_task_runs_a_task_file_of_a_slurm_run(slurm, clowdr, provdir, tmp
 def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clowdr, provdir, invocations):
     """A 2-minute walltime and a 115 s retire margin leave each worker job ~5 s to take tasks: the work moves to
     fresh jobs and no task is ever killed by the walltime."""
-    directory = invocations({f"i{n}.json": {"seconds": 3} for n in range(4)})
+    directory = invocations({f"i{n}.json": {"seconds": 2} for n in range(4)})
     env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="115", DASK_CLOWDR__SLURM__MAX_JOBS="1")
     result = clowdr("local", DATA / "sleep.json", directory, provdir, "-c", "slurm", "-a", "time:0:02", env=env,
                     timeout=300)
@@ -118,11 +149,32 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(slurm, clo
         assert scontrol(job).get("JobState") != "TIMEOUT"
 
 
-def test_a_walltime_kill_is_recorded_as_walltime(slurm, clowdr, provdir, tmp_path):
+def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(slurm, clowdr, provdir, tmp_path):
+    """The tool outgrows its 256 MiB worker job: SLURM's task/cgroup kills it and records the job OUT_OF_MEMORY, and
+    the retry asks for 512 MiB, which a new worker job is submitted for."""
+    plugin = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    if "task/cgroup" not in plugin:
+        pytest.skip("this SLURM does not enforce --mem (no TaskPlugin=task/cgroup: scripts/slurm-up.sh found no "
+                    "writable memory cgroup, a job failed under it, or /etc/slurm/cgroup.conf is not its own)")
+    invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
+    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", "slurm", "-a", "mem:256", env=LOOPBACK,
+                    timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded" and summary["memory_limit"] == 512 * MIB
+    first = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert first["failure"] == "out-of-memory" and first["memory_limit"] == 256 * MIB, first
+    assert "limit 256 MiB" in first["error"] and 0 < first["peak_rss"] < 256 * MIB
+    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
+    assert first["job_id"] != summary["job_id"]
+    assert sacct_state(first["job_id"]) == "OUT_OF_MEMORY"
+    assert scontrol(first["job_id"])["MinMemoryNode"] == "256M"
+    assert scontrol(summary["job_id"])["MinMemoryNode"] == "512M"
+
+
+def test_a_walltime_kill_is_recorded_as_walltime(walltime_run):
     """With the retire margin off, SLURM's time limit kills the task: the record says so, not 'lost'."""
-    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
-    result = clowdr("local", DATA / "sleep.json", write_json(tmp_path / "i.json", {"seconds": 300}), provdir,
-                    "-c", "slurm", "-a", "time:0:01", env=env, timeout=240)
+    result = finish(walltime_run, timeout=240)
     assert result.returncode == 1, result.stderr
     summary = result.summary(0)
     assert summary["status"] == "failed" and summary["failure"] == "walltime", summary

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from clowdr.protocol import Failure
+from clowdr.protocol import Failure, TaskSpec
 
 
 @dataclass
@@ -55,9 +55,13 @@ class Backend(ABC):
         return bool(self.setting("shared-filesystem"))
 
     def task_memory(self) -> int | None:
-        """Bytes each task may use where the worker itself must hold it to that (None: no limit, or the
-        scheduler enforces one per job)."""
+        """Bytes each task may use (None: no limit); an attempt killed for its memory runs again with more."""
         return None
+
+    def placement(self, specs: list[TaskSpec]) -> dict[str, Any]:
+        """Extra Dask submit arguments for a parcel of ``specs``: where it may run (e.g. a worker job with the
+        memory its tasks ask for); ``{}``: anywhere."""
+        return {}
 
     def slots(self) -> int:
         """Tasks the back-end runs at once at most (its workers' threads): the monitor keeps enough work in Dask

@@ -18,13 +18,13 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from clowdr.backends.base import STARTED_VARIABLE, WALLTIME_VARIABLE, Backend, ClusterRequest
 from clowdr.errors import InputError
-from clowdr.protocol import Failure
+from clowdr.protocol import Failure, TaskSpec
 
 MIB = 1 << 20
 #: --clusterargs keys every scheduler understands, and the resource each one sets
@@ -127,7 +127,7 @@ class JobqueueBackend(Backend):
 
     def __init__(self, request: ClusterRequest | None = None) -> None:
         super().__init__(request)
-        self._refusals = Refusals(self.name)
+        self._refusals = Refusals(self.name, int(self.setting("submit-tries")), float(self.setting("submit-delay")))
 
     # -- the declaration's hooks ------------------------------------------------------------------------
     def cluster_kwargs(self, job: JobRequest) -> dict[str, Any]:
@@ -170,6 +170,15 @@ class JobqueueBackend(Backend):
         job = self.job_request()
         return {"cpus": job.cpus, "memory": job.memory, "walltime": job.walltime}
 
+    def task_memory(self) -> int | None:
+        """The worker job's memory: a task killed for it runs again in a job asking for more."""
+        return self.job_request().memory
+
+    def placement(self, specs: list[TaskSpec]) -> dict[str, Any]:
+        from clowdr.backends.placement import restriction
+
+        return restriction(specs)
+
     def _user_value(self, resource: str) -> list[tuple[Any, str]]:
         """(value, key) of the user's own settings for ``resource``: clowdr's key first, then dask-jobqueue's."""
         from clowdr.config import user_setting
@@ -210,21 +219,31 @@ class JobqueueBackend(Backend):
         """The arguments of every worker job (dask-jobqueue's Job class), the user's own jobqueue settings kept."""
         import dask.config
 
-        from clowdr.backends.local import worker_preloads
-
         job = self.job_request()
         section = f"jobqueue.{self.name}"
-        preloads = [arg for preload in worker_preloads() for arg in ("--preload", preload)]
         prologue = [f"export {STARTED_VARIABLE}=$(date +%s)", f"export {WALLTIME_VARIABLE}={job.walltime}"]
         return dict(
             job_name=job.job_name, cores=1, processes=1,     # one Dask thread: one task at a time per worker job
-            worker_extra_args=[*(dask.config.get(f"{section}.worker-extra-args", default=None) or []),
-                               "--no-dashboard", *preloads],
             # what the worker needs to know to stop taking tasks before the walltime (see worker.run_group)
             job_script_prologue=[*(dask.config.get(f"{section}.job-script-prologue", default=None) or []),
                                  *prologue],
             log_directory=str(log_directory) if log_directory else None,
-            **self.cluster_kwargs(job),
+            **self._memory_kwargs(job.memory),
+        )
+
+    def _memory_kwargs(self, memory: int) -> dict[str, Any]:
+        """The worker-job arguments that depend on its memory (a job placed for a task asking for more differs from
+        the others in these only): the scheduler's request, and the worker advertising it (``placement``)."""
+        import dask.config
+
+        from clowdr.backends.local import worker_preloads
+        from clowdr.backends.placement import worker_args
+
+        preloads = [arg for preload in worker_preloads() for arg in ("--preload", preload)]
+        return dict(
+            worker_extra_args=[*(dask.config.get(f"jobqueue.{self.name}.worker-extra-args", default=None) or []),
+                               "--no-dashboard", *worker_args(memory), *preloads],
+            **self.cluster_kwargs(replace(self.job_request(), memory=memory)),
         )
 
     def start(self, log_directory: Path | None = None) -> Any:
@@ -232,6 +251,7 @@ class JobqueueBackend(Backend):
 
         from clowdr import config
         from clowdr.backends.local import quiet_dask
+        from clowdr.backends.placement import MemoryAdaptive
 
         quiet_dask()
         _hide_refusal_tracebacks()
@@ -243,7 +263,8 @@ class JobqueueBackend(Backend):
         cluster = cluster_class(job_cls=self._refusals.watching(cluster_class.job_cls),
                                 scheduler_options=scheduler_options, silence_logs="error",
                                 **self._job_kwargs(log_directory))
-        cluster.adapt(minimum_jobs=0, maximum_jobs=self.slots())
+        cluster.adapt(Adaptive=MemoryAdaptive, job_options=self._memory_kwargs, minimum_jobs=0,
+                      maximum_jobs=self.slots())
         return cluster
 
     def slots(self) -> int:
@@ -290,37 +311,49 @@ class JobRefused(RuntimeError):
 
 class Refusals:
     """Worker-job submissions the scheduler refused, and whether it ever took one. dask-jobqueue only logs a
-    refusal and does not submit that job again, so a launch whose every job was refused would wait forever."""
+    refusal and does not submit that job again, so a launch whose every job was refused would wait forever; a
+    refusal may also pass (a scheduler busy or restarting), so each job is submitted ``tries`` times, ``delay``
+    seconds apart, before it counts as refused."""
 
-    def __init__(self, scheduler: str) -> None:
+    def __init__(self, scheduler: str, tries: int = 1, delay: float = 0.0) -> None:
         self.scheduler = scheduler
+        self.tries, self.delay = max(1, tries), delay
         self.accepted = 0
         self.last = ""
 
     def watching(self, job_class: type) -> type:
-        """``job_class`` whose submissions are counted here."""
+        """``job_class`` whose submissions are tried again and counted here."""
+        import asyncio
+
         from distributed.core import Status
 
         refusals = self
 
         class Watched(job_class):  # type: ignore[misc, valid-type]
             async def start(self) -> None:
-                try:
-                    await super().start()
-                except Exception as exc:
-                    refusals.refused(exc)
-                    self.status = Status.failed          # what it is: the cluster then closes without complaint
-                    raise JobRefused(refusals.last) from exc
+                for tried in range(1, refusals.tries + 1):
+                    try:
+                        await super().start()
+                        break
+                    except Exception as exc:
+                        refusals.refused(exc, tried)
+                        if tried < refusals.tries:
+                            await asyncio.sleep(refusals.delay)
+                            continue
+                        self.status = Status.failed      # what it is: the cluster then closes without complaint
+                        raise JobRefused(refusals.last) from exc
                 refusals.accepted += 1
 
         Watched.__name__ = job_class.__name__
         return Watched
 
-    def refused(self, exc: Exception) -> None:
+    def refused(self, exc: Exception, tried: int) -> None:
         text = str(exc)
         reason = text.split("stderr:", 1)[1] if "stderr:" in text else text     # what the submit command said
         self.last = " ".join(reason.split()) or " ".join(text.split())
-        logging.getLogger("clowdr").warning("%s refused a worker job: %s", self.scheduler, self.last)
+        again = f"; trying again in {self.delay:g} s" if tried < self.tries else ""
+        logging.getLogger("clowdr").warning("%s refused a worker job (try %d of %d): %s%s", self.scheduler, tried,
+                                            self.tries, self.last, again)
 
     def refused_all(self) -> str | None:
         """The scheduler's last refusal, if it has taken no worker job at all."""
