@@ -24,6 +24,7 @@ from clowdr.parcels import Parcels, take
 from clowdr.progress import Progress
 from clowdr.protocol import Ended, Failure, RunContext, Started, TaskSpec, event_from_wire
 from clowdr.provenance import RunDir
+from clowdr.sampling import MIB
 from clowdr.timestamps import iso
 
 log = logging.getLogger("clowdr")
@@ -247,6 +248,7 @@ class Monitor:
                 refused = None if self.running else self.backend.submit_error()
                 if refused:
                     self._fail_unstarted(refused)
+                self._fail_unplaceable()
         self.progress.update(self.succeeded, self.failed, len(self.running))
         channel.stop_listening(self.client, self.context.topic)
         self.progress.close()
@@ -255,13 +257,30 @@ class Monitor:
         """The scheduler persistently refuses worker jobs and nothing runs: every task waiting for a worker is
         recorded as a submit-error (their futures withdrawn), instead of waiting forever."""
         self._refused = refused
-        message = f"the scheduler refused the worker jobs: {refused}"
-        waiting = [t for t in self.tasks.values() if not t.started]
-        self.client.cancel([future for future, group in self._futures.values() if not any(t.started for t in group)])
         if self._ready:
             self._room_ahead.release(len(self._ready))
             self._ready.clear()
-        for task in waiting:
+        self._fail_waiting([t for t in self.tasks.values() if not t.started],
+                           f"the scheduler refused the worker jobs: {refused}")
+
+    def _fail_unplaceable(self) -> None:
+        """A task waiting for a worker job with more memory (a retry after out-of-memory) that the scheduler
+        refused is a submit-error, instead of waiting forever; tasks that fit the jobs it takes go on."""
+        by_reason: dict[str, list[TaskState]] = {}
+        for task in self.tasks.values():
+            why = None if task.started or not task.spec.memory else self.backend.refused_memory(task.spec.memory)
+            if why:
+                by_reason.setdefault(f"the scheduler refused a worker job with the {task.spec.memory // MIB} MiB "
+                                     f"this attempt needs: {why}", []).append(task)
+        for message, tasks in by_reason.items():
+            self._fail_waiting(tasks, message)
+
+    def _fail_waiting(self, tasks: list[TaskState], message: str) -> None:
+        """Record each of ``tasks`` (none started) as a submit-error, withdrawing the futures that carry only them."""
+        indices = {task.index for task in tasks}
+        self.client.cancel([future for future, group in self._futures.values()
+                            if all(t.index in indices for t in group)])
+        for task in tasks:
             self._finish(task, {"task": task.index, "attempt": task.attempt, "status": "failed",
                                 "failure": str(Failure.SUBMIT_ERROR), "error": message, "exitcode": None,
                                 "backend": self.backend.name, "end_time": iso(time.time()), "usage": []})

@@ -172,6 +172,23 @@ def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(slurm, c
     assert scontrol(summary["job_id"])["MinMemoryNode"] == "512M"
 
 
+def test_a_retry_whose_bigger_worker_job_slurm_refuses_is_a_submit_error(slurm, clowdr, provdir, tmp_path):
+    """The retry after out-of-memory asks for more memory than any node has: SLURM refuses that job, and the task
+    ends as a submit-error saying so, instead of waiting forever for a worker that cannot come."""
+    if "task/cgroup" not in subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout:
+        pytest.skip("this SLURM does not enforce --mem (no TaskPlugin=task/cgroup: see the test above)")
+    invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
+    env = dict(LOOPBACK, DASK_CLOWDR__RETRIES__MEMORY_GROWTH="10000", DASK_CLOWDR__RETRIES__MAX_MEMORY="8TiB",
+               DASK_CLOWDR__SLURM__SUBMIT_TRIES="1")
+    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", "slurm", "-a", "mem:256", env=env,
+                    timeout=180)
+    assert result.returncode == 1, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["failure"] == "submit-error", summary
+    assert "refused a worker job with the 2560000 MiB this attempt needs" in summary["error"], summary["error"]
+    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
+
+
 def test_a_walltime_kill_is_recorded_as_walltime(walltime_run):
     """With the retire margin off, SLURM's time limit kills the task: the record says so, not 'lost'."""
     result = finish(walltime_run, timeout=240)

@@ -107,6 +107,11 @@ class Backend(ABC):
         """Why the scheduler refuses worker jobs, once no task can run because of it (None: nothing refused)."""
         return None
 
+    def refused_memory(self, memory: int) -> str | None:
+        """Why no worker job will hold a task that needs ``memory`` bytes: the scheduler refused a job that big and
+        took none as big (None: one may yet come)."""
+        return None
+
     def explain_lost(self, job_id: str | None) -> tuple[Failure, str] | None:
         """Why the worker job ``job_id`` vanished, from the scheduler: a failure class and a reason."""
         return None

@@ -281,6 +281,9 @@ class JobqueueBackend(Backend):
     def submit_error(self) -> str | None:
         return self._refusals.refused_all()
 
+    def refused_memory(self, memory: int) -> str | None:
+        return self._refusals.refused_for(memory)
+
     # -- vanished jobs and the worker's own job ------------------------------------------------------------
     def explain_lost(self, job_id: str | None) -> tuple[Failure, str] | None:
         """Ask the scheduler until it reports the job's final state (a job just killed takes a moment)."""
@@ -320,6 +323,8 @@ class Refusals:
         self.tries, self.delay = max(1, tries), delay
         self.accepted = 0
         self.last = ""
+        self.largest_accepted = 0                   # bytes of the largest worker job the scheduler took
+        self.refused_sizes: dict[int, str] = {}     # bytes of a worker job it refused -> why
 
     def watching(self, job_class: type) -> type:
         """``job_class`` whose submissions are tried again and counted here."""
@@ -341,8 +346,10 @@ class Refusals:
                             await asyncio.sleep(refusals.delay)
                             continue
                         self.status = Status.failed      # what it is: the cluster then closes without complaint
+                        refusals.refused_sizes.setdefault(self.worker_memory or 0, refusals.last)
                         raise JobRefused(refusals.last) from exc
                 refusals.accepted += 1
+                refusals.largest_accepted = max(refusals.largest_accepted, self.worker_memory or 0)
 
         Watched.__name__ = job_class.__name__
         return Watched
@@ -358,6 +365,13 @@ class Refusals:
     def refused_all(self) -> str | None:
         """The scheduler's last refusal, if it has taken no worker job at all."""
         return self.last if self.last and not self.accepted else None
+
+    def refused_for(self, memory: int) -> str | None:
+        """The refusal of a worker job no bigger than ``memory`` bytes, if no job that big was ever taken: a task
+        needing ``memory`` would ask for a job at least as big (a retry after out-of-memory, with more memory)."""
+        if memory <= self.largest_accepted:
+            return None
+        return next((why for size, why in sorted(self.refused_sizes.items()) if size <= memory), None)
 
 
 class _HideRefusals(logging.Filter):
