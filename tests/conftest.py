@@ -120,6 +120,20 @@ def finish(process: subprocess.Popen, timeout: float) -> Result:
     return Result(process.returncode, stdout, stderr)
 
 
+def walltime_run_in_background(scheduler: str, limit: str, tmp_path_factory: Any) -> Any:
+    """For a module fixture: a 300 s tool's run under ``-a time:<limit>`` (retire margin and retries off), started
+    in the background so that the scheduler's time limit takes its time while the module's other tests run; stopped
+    at the module's end if it still runs."""
+    directory = tmp_path_factory.mktemp("walltime")
+    (directory / "prov").mkdir()
+    env = dict(LOOPBACK, **{f"DASK_CLOWDR__{scheduler.upper()}__RETIRE_MARGIN": "0", "DASK_CLOWDR__RETRIES__MAX": "0"})
+    process = start_clowdr("local", DATA / "sleep.json", write_json(directory / "i.json", {"seconds": 300}),
+                           directory / "prov", "-c", scheduler, "-a", f"time:{limit}", env=env)
+    yield process
+    if process.poll() is None:
+        finish(process, timeout=0)
+
+
 @pytest.fixture
 def clowdr():
     return run_clowdr

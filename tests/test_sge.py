@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, EXAMPLES, LOOPBACK, ROOT, finish, start_clowdr, write_json
+from conftest import DATA, EXAMPLES, LOOPBACK, ROOT, finish, walltime_run_in_background, write_json
 
 MIB = 1 << 20
 
@@ -31,14 +31,7 @@ def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
 def walltime_run(sge, tmp_path_factory):
     """The run of test_a_walltime_kill_is_recorded_as_walltime, started with the module (the time limit takes its
     15 s while the other tests run)."""
-    directory = tmp_path_factory.mktemp("walltime")
-    (directory / "prov").mkdir()
-    env = dict(LOOPBACK, DASK_CLOWDR__SGE__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
-    process = start_clowdr("local", DATA / "sleep.json", write_json(directory / "i.json", {"seconds": 300}),
-                           directory / "prov", "-c", "sge", "-a", "time:0:0:15", env=env)
-    yield process
-    if process.poll() is None:
-        finish(process, timeout=0)
+    yield from walltime_run_in_background("sge", "0:0:15", tmp_path_factory)
 
 
 def test_jobname_and_clusterargs_reach_grid_engine(sge, clowdr, provdir, tmp_path):

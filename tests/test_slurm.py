@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, EXAMPLES, LOOPBACK, finish, start_clowdr, write_json
+from conftest import DATA, EXAMPLES, LOOPBACK, finish, walltime_run_in_background, write_json
 
 MIB = 1 << 20
 
@@ -36,14 +36,7 @@ def walltime_run(slurm, tmp_path_factory):
     """The run of test_a_walltime_kill_is_recorded_as_walltime, started with the module: SLURM's time limits are
     whole minutes, checked every 30 s, so the kill comes 60-90 s after the job starts; the other tests run
     meanwhile."""
-    directory = tmp_path_factory.mktemp("walltime")
-    (directory / "prov").mkdir()
-    env = dict(LOOPBACK, DASK_CLOWDR__SLURM__RETIRE_MARGIN="0", DASK_CLOWDR__RETRIES__MAX="0")
-    process = start_clowdr("local", DATA / "sleep.json", write_json(directory / "i.json", {"seconds": 300}),
-                           directory / "prov", "-c", "slurm", "-a", "time:0:01", env=env)
-    yield process
-    if process.poll() is None:
-        finish(process, timeout=0)
+    yield from walltime_run_in_background("slurm", "0:01", tmp_path_factory)
 
 
 def test_clusterargs_and_jobname_reach_the_scheduler(slurm, clowdr, provdir, tmp_path):
