@@ -120,6 +120,24 @@ def finish(process: subprocess.Popen, timeout: float) -> Result:
     return Result(process.returncode, stdout, stderr)
 
 
+def out_of_memory_then_twice_the_memory(scheduler: str, provdir: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """A tool that outgrows its 256 MiB worker job on ``scheduler``: checks that it was out-of-memory with that limit,
+    then succeeded in another job with 512 MiB; returns (the first attempt's summary, the task's summary)."""
+    mib = 1 << 20
+    invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
+    result = run_clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", scheduler, "-a", "mem:256",
+                        env=LOOPBACK, timeout=180)
+    assert result.returncode == 0, result.stderr
+    summary = result.summary(0)
+    assert summary["attempt"] == 2 and summary["status"] == "succeeded" and summary["memory_limit"] == 512 * mib
+    first = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
+    assert first["failure"] == "out-of-memory" and first["memory_limit"] == 256 * mib, first
+    assert "limit 256 MiB" in first["error"] and 0 < first["peak_rss"]
+    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
+    assert first["job_id"] != summary["job_id"]
+    return first, summary
+
+
 def walltime_run_in_background(scheduler: str, limit: str, tmp_path_factory: Any) -> Any:
     """For a module fixture: a 300 s tool's run under ``-a time:<limit>`` (retire margin and retries off), started
     in the background so that the scheduler's time limit takes its time while the module's other tests run; stopped

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, EXAMPLES, LOOPBACK, ROOT, finish, walltime_run_in_background, write_json
-
-MIB = 1 << 20
+from conftest import (DATA, EXAMPLES, LOOPBACK, ROOT, finish, out_of_memory_then_twice_the_memory,
+                      walltime_run_in_background, write_json)
 
 
 def qacct(job_id: str, wait: float = 20.0) -> dict[str, str]:
@@ -122,22 +121,12 @@ def test_workers_retire_before_their_walltime_instead_of_being_killed(sge, clowd
         assert not qacct(job).get("failed", "").startswith("37")          # none killed by h_rt
 
 
-def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(sge, clowdr, provdir, tmp_path):
+def test_out_of_memory_runs_again_in_a_worker_job_with_twice_the_memory(sge, provdir, tmp_path):
     """The tool outgrows its 256 MiB worker job and is killed for it; the retry asks for 512 MiB, which a new worker
     job is submitted for. Grid Engine here holds a job to no memory (mem_free is a request; h_vmem would limit the
     address space, under which an allocation fails instead of being killed): the worker holds the tool to its job's
     memory itself, and the scheduler's record shows the doubled request, not the kill."""
-    invocation = write_json(tmp_path / "i.json", {"mib": 300, "seconds": 1})
-    result = clowdr("local", DATA / "alloc.json", invocation, provdir, "-c", "sge", "-a", "mem:256", env=LOOPBACK,
-                    timeout=180)
-    assert result.returncode == 0, result.stderr
-    summary = result.summary(0)
-    assert summary["attempt"] == 2 and summary["status"] == "succeeded" and summary["memory_limit"] == 512 * MIB
-    first = json.loads((result.meta / "attempts" / "task-0" / "attempt-1" / "summary.json").read_text())
-    assert first["failure"] == "out-of-memory" and first["memory_limit"] == 256 * MIB, first
-    assert "limit 256 MiB" in first["error"] and first["peak_rss"] > 0
-    assert summary["previous_attempts_ended"][0]["failure"] == "out-of-memory"
-    assert first["job_id"] != summary["job_id"]
+    first, summary = out_of_memory_then_twice_the_memory("sge", provdir, tmp_path)
     first_job, second_job = qacct(first["job_id"]), qacct(summary["job_id"])
     assert "mem_free=256M" in first_job["category"] and "mem_free=512M" in second_job["category"]
     assert first_job["failed"] == "0"             # its worker left on its own once the task outgrew the job
