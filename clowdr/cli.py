@@ -278,6 +278,9 @@ def main_exit() -> None:
     import atexit
     import os
 
+    from clowdr.lean import skip_unused_imports
+
+    skip_unused_imports(launch=sys.argv[1:2] in (["local"], ["cloud"], ["task"]))
     status = main()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

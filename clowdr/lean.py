@@ -5,15 +5,21 @@ brings), to check the "iri" string format; importing it compiles some forty gram
 process that validates a descriptor or builds a command line. Neither Boutiques nor clowdr checks formats (no
 FormatChecker), so clowdr's own processes go without it. A user's interpreter (``import clowdr`` in a
 notebook) is left alone.
+
+A launch from the command line (``clowdr local``, ``cloud`` or ``task``: a process of clowdr's own) goes without
+NumPy too: distributed imports it, where installed, only to allocate message buffers (it does without, with a
+bytearray), and that import is ~0.15 s of CPU of every launch's start-up. ``share`` needs it (pandas).
 """
 from __future__ import annotations
 
 import sys
 
 UNUSED = ("rfc3987_syntax",)
+UNUSED_BY_LAUNCHES = ("numpy",)
 
 
-def skip_unused_imports() -> None:
-    """Make the modules above unimportable here (jsonschema then does without them), unless already loaded."""
-    for name in UNUSED:
+def skip_unused_imports(launch: bool = False) -> None:
+    """Make the modules above unimportable here (jsonschema and distributed then do without them), unless already
+    loaded; ``launch``: this process is a command-line launch."""
+    for name in UNUSED + (UNUSED_BY_LAUNCHES if launch else ()):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
