@@ -8,14 +8,16 @@ notebook) is left alone.
 
 A launch from the command line (``clowdr local``, ``cloud`` or ``task``: a process of clowdr's own) goes without
 NumPy too: distributed imports it, where installed, only to allocate message buffers (it does without, with a
-bytearray), and that import is ~0.15 s of CPU of every launch's start-up. ``share`` needs it (pandas).
+bytearray), and that import is ~0.15 s of CPU of every launch's start-up; ``share`` needs it (pandas). Nor does it
+import ``isoduration`` (and with it ``arrow``, ~20 ms), which jsonschema would use to check the "duration"
+format.
 """
 from __future__ import annotations
 
 import sys
 
 UNUSED = ("rfc3987_syntax",)
-UNUSED_BY_LAUNCHES = ("numpy",)
+UNUSED_BY_LAUNCHES = ("numpy", "isoduration")
 
 
 def skip_unused_imports(launch: bool = False) -> None:
