@@ -6,13 +6,14 @@
         attempts/task-N/attempt-K/{summary.json, usage.csv, stdout.txt, stderr.txt}   (earlier attempts)
     <provdir>/<run id>/work/task-N/      (default working directory of task N)
 
-Every JSON and CSV file is written to a temporary name and renamed, so a reader (``share``, ``--rerun``)
+Every JSON and CSV file is written whole before it gets its name (``write_atomic``), so a reader (``share``, ``--rerun``)
 never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
 found by name relative to the directory being read.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from clowdr.errors import InputError, RecordError
 from clowdr.plan import TaskPlan
@@ -55,27 +56,85 @@ def recording(path: Path | str) -> Iterator[None]:
 
 
 def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write a whole file under a temporary name in the same directory, then rename it into place.
+    """Write a whole file, then give it its name: a reader sees the whole file or none (or its earlier content).
 
-    Every byte is written (a full disk may take only part of a write) before the rename; on any failure the
-    temporary file goes and the file keeps its earlier content, or stays absent.
+    Every byte is written (a full disk may take only part of a write) before the file gets its name. Where the
+    filesystem has unnamed files (``O_TMPFILE``: ext4, xfs, btrfs, tmpfs) a new file is written unnamed and
+    linked into place, which costs what creating a file in place does and leaves nothing behind whatever
+    happens; a file that exists already, or a filesystem without them (NFS, overlay), takes a temporary name
+    in the same directory that is renamed over it, removed on any failure.
     """
     directory, name = os.path.split(path)
+    directory = directory or "."
     tmp = f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+    text = data.encode() if isinstance(data, str) else data
     with recording(path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _unnamed(directory)
+        if fd is None:
+            _renamed(tmp, path, lambda: _write_new(tmp, text))
+            return
         try:
+            _write_all(fd, text)
             try:
-                left = memoryview(data.encode() if isinstance(data, str) else data)
-                while left:
-                    left = left[os.write(fd, left):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
+                _link(fd, path)
+            except FileExistsError:
+                _renamed(tmp, path, lambda: _link(fd, tmp))
+        finally:
+            os.close(fd)
+
+
+#: ``open()`` flags of an unnamed file in a directory, where this system has them (the kernel may still refuse)
+_UNNAMED = os.O_WRONLY | os.O_TMPFILE if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd") else None
+_proc_fd_dir: tuple[int, int] | None = None     # (pid, descriptor of /proc/<pid>/fd)
+
+
+def _unnamed(directory: str) -> int | None:
+    """A new unnamed file in ``directory``, or None where its filesystem has none."""
+    if _UNNAMED is None:
+        return None
+    try:
+        return os.open(directory, _UNNAMED, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link(fd: int, path: Path | str) -> None:
+    """Name an unnamed file (FileExistsError if the name is taken) through this process's ``/proc/<pid>/fd``,
+    opened once per process: linkat with AT_SYMLINK_FOLLOW there needs no privilege, unlike AT_EMPTY_PATH."""
+    global _proc_fd_dir
+    if _proc_fd_dir is None or _proc_fd_dir[0] != os.getpid():
+        _proc_fd_dir = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    os.link(str(fd), path, src_dir_fd=_proc_fd_dir[1], follow_symlinks=True)
+
+
+def _renamed(tmp: str, path: Path | str, make: Callable[[], None]) -> None:
+    """Make the whole file under the temporary name ``tmp`` (same directory), then rename it over ``path``; on
+    any failure ``tmp`` is removed (unless it was taken already: then it is not ours) and ``path`` untouched."""
+    try:
+        make()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if not isinstance(exc, FileExistsError):
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            raise
+        raise
+
+
+def _write_new(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Every byte: a full disk may take only part of one write."""
+    left = memoryview(data)
+    while left:
+        left = left[os.write(fd, left):]
 
 
 #: one encoder for every record (``json.dumps`` with an option builds a new one per call: a summary has ~40 values)
