@@ -258,6 +258,10 @@ def start_cluster(backend: Backend, run: RunDir) -> Any:
                      # a task group's length is unknown until one ends: counted as long, every waiting group
                      # gets its worker job at once (up to max-jobs) instead of one job running them in turn
                      "distributed.scheduler.default-task-durations": {"clowdr": "1h"}})
+    if backend.name == "local" and not backend.setting("processes"):
+        # workers that are threads of this process would sample every thread of it 100 times a second (the
+        # monitor's included), and keep what they saw: CPU and memory the client needs, for a profile of clowdr
+        dask.config.set({"distributed.worker.profile.enabled": False})
     keep_logs = backend.keeps_job_logs and backend.shared_filesystem
     return backend.start(run.meta / backend.name if keep_logs else None)
 

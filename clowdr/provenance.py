@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import random
@@ -35,6 +36,7 @@ from clowdr.timestamps import iso
 RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
 TASK_FILE = re.compile(r"^task-(\d+)\.json$")
 RESERVED = re.compile(r"^(task-\d+.*|run\.json|plan\.json|clowdr-summary\.json)$")
+PLAN_HEAD = '{"tasks": [\n'                         # plan.json's first line; a task per line follows
 LOG_KINDS = ("summary.json", "usage.csv", "stdout.txt", "stderr.txt")
 # Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
@@ -55,8 +57,9 @@ def recording(path: Path | str) -> Iterator[None]:
         raise RecordError(path, exc) from None
 
 
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write a whole file, then give it its name: a reader sees the whole file or none (or its earlier content).
+def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
+    """Write a whole file (given whole, or as pieces of text written as they come), then give it its name: a
+    reader sees the whole file or none (or its earlier content).
 
     Every byte is written (a full disk may take only part of a write) before the file gets its name. Where the
     filesystem has unnamed files (``O_TMPFILE``: ext4, xfs, btrfs, tmpfs) a new file is written unnamed and
@@ -67,7 +70,7 @@ def write_atomic(path: Path | str, data: str | bytes) -> None:
     directory, name = os.path.split(path)
     directory = directory or "."
     tmp = f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
-    text = data.encode() if isinstance(data, str) else data
+    text = [data] if isinstance(data, (str, bytes)) else data
     with recording(path):
         fd = _unnamed(directory)
         if fd is None:
@@ -122,7 +125,7 @@ def _renamed(tmp: str, path: Path | str, make: Callable[[], None]) -> None:
         raise
 
 
-def _write_new(path: str, data: bytes) -> None:
+def _write_new(path: str, data: Iterable[str | bytes]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, data)
@@ -130,8 +133,19 @@ def _write_new(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Every byte: a full disk may take only part of one write."""
+def _write_all(fd: int, pieces: Iterable[str | bytes], chunk: int = 1 << 20) -> None:
+    """Every byte, in writes of about ``chunk`` bytes."""
+    pending = bytearray()
+    for piece in pieces:
+        pending += piece.encode() if isinstance(piece, str) else piece
+        if len(pending) >= chunk:
+            _write_bytes(fd, bytes(pending))
+            pending.clear()
+    _write_bytes(fd, bytes(pending))
+
+
+def _write_bytes(fd: int, data: bytes) -> None:
+    """A full disk may take only part of one write: the rest is written (or the error raised) after it."""
     left = memoryview(data)
     while left:
         left = left[os.write(fd, left):]
@@ -283,17 +297,36 @@ class RunDir:
         self.write_task(task.index, {"tool": f"{meta}/{descriptor}", "invocation": invocation_copy,
                                      "dataloc": task.dataloc, "taskloc": workdir})
 
-    def write_plan(self, tasks: list[TaskPlan]) -> None:
-        """Every task of the run in one file, written before any of them runs."""
-        write_atomic(self.meta / "plan.json", json.dumps(
-            {"tasks": [[t.index, t.invocation_name, t.invocation, t.dataloc] for t in tasks]}) + "\n")
+    def write_plan(self, tasks: Iterable[TaskPlan]) -> None:
+        """Every task of the run in one file, written before any of them runs: one JSON object, a task per line,
+        so that it is written and read a line at a time (a 100,000-task plan is never one string)."""
+        lines = (_encode([t.index, t.invocation_name, t.invocation, t.dataloc]) for t in tasks)
+        write_atomic(self.meta / "plan.json", itertools.chain(
+            [PLAN_HEAD], (f"{line}" if number == 0 else f",\n{line}" for number, line in enumerate(lines)), ["\n]}\n"]))
+
+    def planned_tasks(self) -> Iterator[TaskPlan]:
+        """The tasks of the plan, one at a time (none if the run has no plan)."""
+        path = self.meta / "plan.json"
+        try:
+            handle = open(path, encoding="utf-8")
+        except OSError:
+            return
+        with handle:
+            if handle.readline() == PLAN_HEAD:
+                entries: Iterable[Any] = (json.loads(line.rstrip().rstrip(",")) for line in handle if line[0] == "[")
+            else:                                      # not a task per line: read whole
+                handle.seek(0)
+                try:
+                    plan = json.loads(handle.read())
+                except ValueError:
+                    return
+                entries = plan.get("tasks") or [] if isinstance(plan, dict) else []
+            for index, name, invocation, dataloc in entries:
+                yield TaskPlan(int(index), invocation, str(name), list(dataloc or []))
 
     def unrecorded_tasks(self, recorded: set[int]) -> list[TaskPlan]:
         """The tasks of the plan that have no task file (their recording was cut short)."""
-        plan = read_json(self.meta / "plan.json")
-        entries = plan.get("tasks") if isinstance(plan, dict) else None
-        return [TaskPlan(int(index), invocation, str(name), list(dataloc or []))
-                for index, name, invocation, dataloc in entries or [] if int(index) not in recorded]
+        return [task for task in self.planned_tasks() if task.index not in recorded]
 
     def write_summary(self, n: int, summary: dict[str, Any]) -> None:
         write_json(self.file(n, "summary.json"), summary)
