@@ -277,15 +277,6 @@ class RunDir:
         write_json(target, descriptor)
         return target
 
-    def unique_name(self, wanted: str, taken: set[str]) -> str:
-        """A file name for an invocation copy that clashes with nothing clowdr writes."""
-        name, number = wanted, 0
-        while name in taken or RESERVED.match(name):
-            number += 1
-            name = f"invocation-{number}-{wanted}"
-        taken.add(name)
-        return name
-
     def write_task(self, n: int, definition: dict[str, Any]) -> None:
         write_json(self.task_file(n), definition)
 
@@ -300,28 +291,26 @@ class RunDir:
     def write_plan(self, tasks: Iterable[TaskPlan]) -> None:
         """Every task of the run in one file, written before any of them runs: one JSON object, a task per line,
         so that it is written and read a line at a time (a 100,000-task plan is never one string)."""
-        lines = (_encode([t.index, t.invocation_name, t.invocation, t.dataloc]) for t in tasks)
+        lines = (task.line() for task in tasks)
         write_atomic(self.meta / "plan.json", itertools.chain(
-            [PLAN_HEAD], (f"{line}" if number == 0 else f",\n{line}" for number, line in enumerate(lines)), ["\n]}\n"]))
+            [PLAN_HEAD], (line if number == 0 else ",\n" + line for number, line in enumerate(lines)), ["\n]}\n"]))
 
     def planned_tasks(self) -> Iterator[TaskPlan]:
         """The tasks of the plan, one at a time (none if the run has no plan)."""
-        path = self.meta / "plan.json"
         try:
-            handle = open(path, encoding="utf-8")
+            handle = open(self.meta / "plan.json", encoding="utf-8")
         except OSError:
             return
         with handle:
             if handle.readline() == PLAN_HEAD:
-                entries: Iterable[Any] = (json.loads(line.rstrip().rstrip(",")) for line in handle if line[0] == "[")
-            else:                                      # not a task per line: read whole
-                handle.seek(0)
-                try:
-                    plan = json.loads(handle.read())
-                except ValueError:
-                    return
-                entries = plan.get("tasks") or [] if isinstance(plan, dict) else []
-            for index, name, invocation, dataloc in entries:
+                yield from (TaskPlan.of_line(line) for line in handle if line.startswith("["))
+                return
+            handle.seek(0)                                   # not a task per line: read whole
+            try:
+                plan = json.loads(handle.read())
+            except ValueError:
+                return
+            for index, name, invocation, dataloc in (plan.get("tasks") or [] if isinstance(plan, dict) else []):
                 yield TaskPlan(int(index), invocation, str(name), list(dataloc or []))
 
     def unrecorded_tasks(self, recorded: set[int]) -> list[TaskPlan]:
@@ -436,6 +425,17 @@ class RunDir:
         if candidate.is_file():
             return candidate
         raise InputError(str(where), f"field '{field}': {Path(recorded_path).name} is not in {self.meta}")
+
+
+def unique_name(wanted: str, taken: set[str]) -> str:
+    """A file name for an invocation copy that clashes with nothing clowdr writes (nor with ``taken``, which gets
+    it)."""
+    name, number = wanted, 0
+    while name in taken or RESERVED.match(name):
+        number += 1
+        name = f"invocation-{number}-{wanted}"
+    taken.add(name)
+    return name
 
 
 def versions() -> dict[str, str]:
