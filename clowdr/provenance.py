@@ -189,8 +189,13 @@ class TaskRecord:
     for (choosing what to rerun needs only the summaries)."""
 
     index: int
-    path: Path
+    meta: str                     # the task file's directory and name: strings, a Path per task costs --rerun time
+    name: str
     summary: dict[str, Any] | None
+
+    @property
+    def path(self) -> Path:
+        return Path(f"{self.meta}/{self.name}")
 
     @cached_property
     def definition(self) -> dict[str, Any]:
@@ -416,7 +421,7 @@ class RunDir:
             summary_name = f"task-{n}-summary.json"
             # plain strings, not Path objects: a 10,000-task run reads 10,000 summaries to choose what to rerun
             summary = _read_json_at(f"{meta}/{summary_name}") if summary_name in names else None
-            records.append(TaskRecord(n, self.meta / name, summary if isinstance(summary, dict) else None))
+            records.append(TaskRecord(n, meta, name, summary if isinstance(summary, dict) else None))
         return sorted(records, key=lambda r: r.index)
 
     def local_copy(self, recorded_path: str, field: str, where: Path) -> Path:
