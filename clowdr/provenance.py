@@ -6,8 +6,8 @@
         attempts/task-N/attempt-K/{summary.json, usage.csv, stdout.txt, stderr.txt}   (earlier attempts)
     <provdir>/<run id>/work/task-N/      (default working directory of task N)
 
-Every JSON and CSV file is written whole before it gets its name (``write_atomic``), so a reader (``share``, ``--rerun``)
-never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
+Every JSON and CSV file is written whole before it gets its name (``write_atomic``), so a reader (``share``,
+``--rerun``) never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
 found by name relative to the directory being read.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
     Every byte is written (a full disk may take only part of a write) before the file gets its name. Where the
     filesystem has unnamed files (``O_TMPFILE``: ext4, xfs, btrfs, tmpfs) a new file is written unnamed and
     linked into place, which costs what creating a file in place does and leaves nothing behind whatever
-    happens; a file that exists already, or a filesystem without them (NFS, overlay), takes a temporary name
+    happens; a file that exists already, or a filesystem without them (NFS), takes a temporary name
     in the same directory that is renamed over it, removed on any failure.
     """
     directory, name = os.path.split(path)
@@ -88,7 +88,7 @@ def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
 
 #: ``open()`` flags of an unnamed file in a directory, where this system has them (the kernel may still refuse)
 _UNNAMED = os.O_WRONLY | os.O_TMPFILE if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd") else None
-_proc_fd_dir: tuple[int, int] | None = None     # (pid, descriptor of /proc/<pid>/fd)
+_proc_fd_dir: tuple[int, int] | None = None     # (pid, descriptor of /proc/<pid>/fd); two threads may both open it
 
 
 def _unnamed(directory: str) -> int | None:
