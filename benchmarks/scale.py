@@ -99,8 +99,8 @@ def main() -> None:
             plain = plain_first if plain_first is not None else floor(root / f"floor-{rep}", args.setup_tasks)
             ratios.append(setup / plain)
             print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s, peak RSS {setup_peak / 1024:.0f} MiB; "
-                  f"floor ({2 * args.setup_tasks} small JSON files in a loop): {plain:.1f} s; ratio {setup / plain:.2f}x"
-                  f"  (load {_load()})", flush=True)
+                  f"floor ({2 * args.setup_tasks} small JSON files in a loop): {plain:.1f} s; "
+                  f"ratio {setup / plain:.2f}x  (load {_load()})", flush=True)
         print(f"--setup: median ratio to the floor over {len(ratios)}: {statistics.median(ratios):.2f}x")
         peaks = []
         for n in args.run_tasks:
