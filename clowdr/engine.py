@@ -194,7 +194,7 @@ def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
     data staged from S3: the dataset is not copied into the provenance directory)."""
     if planned.req.workdir:
         return str(Path(planned.req.workdir).resolve())
-    return str(run.default_workdir(index)) if planned.backend.shared_filesystem and not planned.req.s3 else None
+    return run.default_workdir(index) if planned.backend.shared_filesystem and not planned.req.s3 else None
 
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,

@@ -69,11 +69,11 @@ def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
     """
     directory, name = os.path.split(path)
     directory = directory or "."
-    tmp = f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
     text = [data] if isinstance(data, (str, bytes)) else data
     with recording(path):
         fd = _unnamed(directory)
         if fd is None:
+            tmp = _temporary_name(directory, name)
             _renamed(tmp, path, lambda: _write_new(tmp, text))
             return
         try:
@@ -81,9 +81,14 @@ def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
             try:
                 _link(fd, path)
             except FileExistsError:
+                tmp = _temporary_name(directory, name)
                 _renamed(tmp, path, lambda: _link(fd, tmp))
         finally:
             os.close(fd)
+
+
+def _temporary_name(directory: str, name: str) -> str:
+    return f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
 
 
 #: ``open()`` flags of an unnamed file in a directory, where this system has them (the kernel may still refuse)
@@ -248,8 +253,13 @@ class RunDir:
         """``task-N-summary.json``, ``task-N-usage.csv``, ``task-N-stdout.txt`` or ``task-N-stderr.txt``."""
         return self.meta / f"task-{n}-{kind}"
 
-    def default_workdir(self, n: int) -> Path:
-        return self.root / "work" / f"task-{n}"
+    def default_workdir(self, n: int) -> str:
+        return f"{self.root}/work/task-{n}"
+
+    @cached_property
+    def _meta(self) -> str:
+        """``meta`` as a string: what is written per task is named with strings (a Path each costs --setup)."""
+        return str(self.meta)
 
     def attempts_dir(self, n: int) -> Path:
         return self.meta / "attempts" / f"task-{n}"
@@ -287,10 +297,9 @@ class RunDir:
 
     def record_task(self, task: TaskPlan, descriptor: str, workdir: str | None) -> None:
         """A task's own files: its invocation copy, then task-N.json (the original keys)."""
-        meta = str(self.meta)       # strings, not Paths: --setup records 100,000 of these
-        invocation_copy = f"{meta}/{task.invocation_name}"
+        invocation_copy = f"{self._meta}/{task.invocation_name}"
         write_json(invocation_copy, task.invocation)
-        self.write_task(task.index, {"tool": f"{meta}/{descriptor}", "invocation": invocation_copy,
+        self.write_task(task.index, {"tool": f"{self._meta}/{descriptor}", "invocation": invocation_copy,
                                      "dataloc": task.dataloc, "taskloc": workdir})
 
     def write_plan(self, tasks: Iterable[TaskPlan]) -> None:
@@ -385,7 +394,7 @@ class RunDir:
                   shared: bool, memory: int | None = None) -> TaskSpec:
         """What a worker needs to run attempt ``attempt`` of task N; on a shared filesystem it writes the
         task's logs in place, elsewhere it streams them here."""
-        logs = (str(self.file(n, "stdout.txt")), str(self.file(n, "stderr.txt"))) if shared else None
+        logs = (f"{self._meta}/task-{n}-stdout.txt", f"{self._meta}/task-{n}-stderr.txt") if shared else None
         return TaskSpec(n, attempt, invocation, workdir, logs, memory)
 
     # -- attempts -------------------------------------------------------------------------------

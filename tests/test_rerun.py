@@ -100,6 +100,22 @@ def test_rerun_incomplete_after_a_setup_killed_while_recording(clowdr, provdir, 
     assert json.loads((meta / "run.json").read_text())["launches"][-1]["tasks"] == list(range(count))
 
 
+def test_rerun_incomplete_reads_a_plan_written_whole(clowdr, provdir):
+    """plan.json as earlier versions wrote it (the same object on one line) still names the unrecorded tasks."""
+    first = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--setup")
+    meta = first.meta
+    plan = meta / "plan.json"
+    assert plan.read_text().count("\n") == 6                  # a task per line, between the head and the end
+    plan.write_text(json.dumps(json.loads(plan.read_text())))
+    for n in (2, 3):
+        (meta / f"task-{n}.json").unlink()                   # as if --setup was cut short after task 1
+    again = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--rerun", "incomplete", "--run_id",
+                   meta.parent.name)
+    assert again.returncode == 1                             # one of the four echo tasks fails by design
+    assert sorted(again.summaries()) == [0, 1, 2, 3]
+    assert json.loads((meta / "task-3.json").read_text())["invocation"].endswith(".json")
+
+
 def test_rerun_all_with_other_options(clowdr, provdir, tmp_path):
     first = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--setup")
     workdir = tmp_path / "elsewhere"
