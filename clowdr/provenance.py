@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from clowdr.errors import InputError, RecordError
-from clowdr.plan import TaskPlan
+from clowdr.plan import TaskPlan, read_file
 from clowdr.protocol import Event, LogChunk, TaskSpec, Usage
 from clowdr.sampling import COLUMNS
 from clowdr.timestamps import iso
@@ -178,8 +178,7 @@ def read_json(path: Path) -> Any | None:
 
 def _read_json_at(path: str) -> Any | None:
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
+        return json.loads(read_file(path))
     except (OSError, ValueError):
         return None
 
