@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -52,22 +51,29 @@ def clowdr(*args: str | Path) -> tuple[float, int, str]:
     seconds = time.perf_counter() - started
     peak = int(Path(report.name).read_text().split()[-1])
     os.unlink(report.name)
-    if done.returncode not in (0, 1):
+    if done.returncode != 0:            # every task of these runs succeeds: anything else is no measurement
         sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
     return seconds, peak, done.stdout
 
 
-def floor(target: Path, files: int) -> float:
-    """Seconds a plain loop takes to write FILES small JSON files into the new directory TARGET (then removed)."""
+def floor(target: Path, tasks: int) -> float:
+    """Seconds a plain loop takes to write the files clowdr writes for TASKS tasks (an invocation copy and a task
+    file each, about their size) into the new directory TARGET: ``json.dumps`` and one open and write per file,
+    no fsync (clowdr does none either)."""
     target.mkdir()
     started = time.perf_counter()
-    for i in range(files):
-        with open(target / f"f-{i}.json", "w") as handle:
-            json.dump({"tool": "/some/where/trivial.json", "invocation": f"/some/where/inv-{i:06d}.json",
-                       "dataloc": ["localhost"], "taskloc": f"/some/where/work/task-{i}"}, handle)
-    seconds = time.perf_counter() - started
-    shutil.rmtree(target)
-    return seconds
+    for i in range(tasks):
+        with open(target / f"inv-{i:06d}.json", "w") as handle:
+            handle.write(json.dumps({"number": i}))
+        with open(target / f"task-{i}.json", "w") as handle:
+            handle.write(json.dumps({"tool": f"{target}/trivial.json", "invocation": f"{target}/inv-{i:06d}.json",
+                                     "dataloc": ["localhost"], "taskloc": f"{target}/work/task-{i}"}))
+    return time.perf_counter() - started
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min): the figures beside them are worth what the load lets them be."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -84,16 +90,17 @@ def main() -> None:
         descriptor, directory = invocations(root, args.setup_tasks)
         ratios = []
         for rep in range(1, args.setup_repeat + 1):
-            # the floor and clowdr alternate which goes first: this disk's cost of creating a file drifts
-            # ten-fold over minutes, and one measurement each would compare two different disks
-            plain_first = floor(root / f"floor-{rep}-a", 2 * args.setup_tasks) if rep % 2 else None
+            # Fresh directories side by side, none removed before the end: this disk's cost of creating a file
+            # drifts ten-fold over minutes and is worst next to inodes just freed, so the floor and clowdr
+            # alternate which goes first, and one measurement each would compare two different disks.
+            plain_first = floor(root / f"floor-{rep}", args.setup_tasks) if rep % 2 else None
             (root / f"setup-{rep}").mkdir()
-            setup, _, _ = clowdr("local", descriptor, directory, root / f"setup-{rep}", "--setup")
-            plain = plain_first if plain_first is not None else floor(root / f"floor-{rep}-b", 2 * args.setup_tasks)
-            shutil.rmtree(root / f"setup-{rep}")
+            setup, setup_peak, _ = clowdr("local", descriptor, directory, root / f"setup-{rep}", "--setup")
+            plain = plain_first if plain_first is not None else floor(root / f"floor-{rep}", args.setup_tasks)
             ratios.append(setup / plain)
-            print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s; floor ({2 * args.setup_tasks} small "
-                  f"JSON files in a loop): {plain:.1f} s; ratio {setup / plain:.2f}x", flush=True)
+            print(f"--setup of {args.setup_tasks} invocations: {setup:.1f} s, peak RSS {setup_peak / 1024:.0f} MiB; "
+                  f"floor ({2 * args.setup_tasks} small JSON files in a loop): {plain:.1f} s; "
+                  f"ratio {setup / plain:.2f}x  (load {_load()})", flush=True)
         print(f"--setup: median ratio to the floor over {len(ratios)}: {statistics.median(ratios):.2f}x")
         peaks = []
         for n in args.run_tasks:
@@ -102,12 +109,13 @@ def main() -> None:
             provdir.mkdir()
             seconds, peak, out = clowdr("local", descriptor, directory, provdir)
             peaks.append(peak)
-            print(f"{n} tasks: {seconds:.1f} s, client peak RSS {peak / 1024:.0f} MiB")
+            print(f"{n} tasks: {seconds:.1f} s, client peak RSS {peak / 1024:.0f} MiB  (load {_load()})", flush=True)
         print(f"client growth from {args.run_tasks[0]} to {args.run_tasks[-1]} tasks: "
               f"{(peaks[-1] - peaks[0]) / 1024:.0f} MiB")
         run_id = Path(out.strip().splitlines()[-1]).parent.name
         seconds, _, _ = clowdr("local", descriptor, directory, provdir, "--rerun", "failed", "--run_id", run_id)
-        print(f"--rerun failed on the {args.run_tasks[-1]}-task run, nothing failed: {seconds:.2f} s")
+        print(f"--rerun failed on the {args.run_tasks[-1]}-task run, nothing failed: {seconds:.2f} s (the whole "
+              f"command; load {_load()})")
 
 
 if __name__ == "__main__":

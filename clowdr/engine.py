@@ -6,22 +6,23 @@ was and a crash leaves a directory that ``share`` and ``--rerun`` can read.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from clowdr import config, staging
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, RetryPolicy, TaskState
 from clowdr.parcels import Parcels
-from clowdr.plan import Options, TaskPlan, Tool, expand, group, load_json, load_tool
+from clowdr.plan import Options, TaskList, TaskPlan, Tool, expand, group, load_json, load_tool
 from clowdr.progress import Progress
-from clowdr.provenance import RunDir, select_for_rerun, writable_provdir
+from clowdr.provenance import RunDir, select_for_rerun, unique_name, writable_provdir
 from clowdr.protocol import RunContext
 from clowdr.request import LocalRequest
 
@@ -49,15 +50,21 @@ class Planned:
 
     req: LocalRequest
     tool: Tool
-    batches: list[list[TaskPlan]]
+    tasks: TaskList
     total: int                         # tasks in the whole run
     backend: Backend
     rerun: RunDir | None = None
 
+    def batches(self) -> Iterator[list[TaskPlan]]:
+        """Every group of the run, read one at a time."""
+        return group(self.tasks, self.req.groupby)
+
     @property
-    def launched(self) -> list[list[TaskPlan]]:
-        """The groups this launch runs (--dev: the first one; every task is recorded all the same)."""
-        return self.batches[:1] if self.req.dev else self.batches
+    def launched(self) -> int:
+        return _launched(self.req, len(self.tasks))
+
+    def launched_tasks(self) -> list[int]:
+        return self.tasks.indices[:self.launched * (self.req.groupby or 1)]
 
 
 @dataclass
@@ -80,20 +87,25 @@ def validate(req: LocalRequest) -> Planned:
         tool, tasks, total, rerun = _rerun_tasks(req)
     else:
         tool = load_tool(req.descriptor)
-        tasks = expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3))
+        tasks = TaskList(_named(expand(tool, req.invocation, Options(bids=req.bids, sweep=req.sweep, s3=req.s3)),
+                                {tool.path.name}))
         total, rerun = len(tasks), None
     if req.s3 and not req.setup:
         req.check_data()               # the bucket and prefix exist and can be listed
-    batches = group(tasks, req.groupby)
-    launched = len(batches[:1] if req.dev else batches)
     backend = backend_for(req.cluster, ClusterRequest(
-        clusterargs=req.clusterargs, jobname=req.jobname, groups=launched, submits=not req.setup,
+        clusterargs=req.clusterargs, jobname=req.jobname, groups=_launched(req, len(tasks)), submits=not req.setup,
         resources=dict(tool.descriptor.get("suggested-resources") or {}), cloud=req.cloud_context()))
     backend.check()                # what the scheduler would refuse (a bad --clusterargs time or size)
-    return Planned(req, tool, batches, total, backend, rerun)
+    return Planned(req, tool, tasks, total, backend, rerun)
 
 
-def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
+def _launched(req: LocalRequest, tasks: int) -> int:
+    """The groups this launch runs (--dev: the first one; every task is recorded all the same)."""
+    groups = -(-tasks // (req.groupby or 1))
+    return min(groups, 1) if req.dev else groups
+
+
+def _rerun_tasks(req: LocalRequest) -> tuple[Tool, TaskList, int, RunDir]:
     """The chosen tasks of an earlier run (ours or the original tool's), with its descriptor and invocations.
 
     Tasks of the run's plan whose files were never written (the disk filled up while recording) have no
@@ -111,7 +123,7 @@ def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
         descriptor = run.local_copy(str(run.read_run().get("descriptor", "")), "descriptor", run.meta / "run.json")
     chosen = select_for_rerun(records, req.rerun or "all")
     if not chosen and not (unrecorded and req.rerun in ("all", "incomplete")):
-        return Tool.recorded(descriptor), [], len(records) + len(unrecorded), run   # nothing to check or run
+        return Tool.recorded(descriptor), TaskList([]), len(records) + len(unrecorded), run   # nothing to run
     tool = load_tool(descriptor)
     tasks = []
     for record in chosen:
@@ -120,7 +132,7 @@ def _rerun_tasks(req: LocalRequest) -> tuple[Tool, list[TaskPlan], int, RunDir]:
         tasks.append(TaskPlan(record.index, invocation, path.name, list(record.definition.get("dataloc") or [])))
     if req.rerun in ("all", "incomplete"):
         tasks.extend(unrecorded)
-    return tool, sorted(tasks, key=lambda t: t.index), len(records) + len(unrecorded), run
+    return tool, TaskList(sorted(tasks, key=lambda t: t.index)), len(records) + len(unrecorded), run
 
 
 def record(planned: Planned, run: RunDir) -> Launch:
@@ -133,35 +145,35 @@ def record(planned: Planned, run: RunDir) -> Launch:
     (every task's invocation, in one file) is on disk before any task runs, so a task whose own files could
     not be written is still known to ``--rerun incomplete``.
     """
-    req, tool, launched = planned.req, planned.tool, planned.launched
+    req, tool = planned.req, planned.tool
     options = req.recorded_options()
     mode = f"rerun-{req.rerun}" if planned.rerun is not None else "new"
+    launched = planned.launched_tasks()
     run.begin_launch({"mode": mode, "command": req.command, "options": options, "cluster": planned.backend.name,
                       "shared_filesystem": planned.backend.shared_filesystem,
-                      "requested": planned.backend.requested(),
-                      "tasks": [t.index for batch in launched for t in batch], "groups": len(launched),
+                      "requested": planned.backend.requested(), "tasks": launched, "groups": planned.launched,
                       "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
     if planned.rerun is None:
-        descriptor_copy = run.copy_descriptor(tool.path, tool.descriptor)
-        run.write_plan(_named(run, [t for batch in planned.batches for t in batch], {descriptor_copy.name}))
+        run.copy_descriptor(tool.path, tool.descriptor)
+        run.write_plan(planned.tasks)
     steps = _steps(run, planned, planned.rerun is None)
-    return Launch(run, tool, steps, sum(len(b) for b in launched), req, planned.backend)
+    return Launch(run, tool, steps, len(launched), req, planned.backend)
 
 
-def _named(run: RunDir, tasks: list[TaskPlan], taken: set[str]) -> list[TaskPlan]:
+def _named(tasks: Iterable[TaskPlan], taken: set[str]) -> Iterator[TaskPlan]:
     """Each task with the file name its invocation copy gets (unique, clashing with nothing clowdr writes)."""
     for task in tasks:
-        task.invocation_name = run.unique_name(task.invocation_name, taken)
-    return tasks
+        task.invocation_name = unique_name(task.invocation_name, taken)
+        yield task
 
 
 def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]]:
     """Record the groups one by one, yielding those this launch runs: a new run's tasks (every one recorded,
     --dev or not), or a rerun's (recorded if they never were, their current attempt archived if they were)."""
-    launched = len(planned.launched)
     shared, memory = planned.backend.shared_filesystem, planned.backend.task_memory()    # once, not per task
     remote_run = planned.req.run_prefix(run.run_id)
-    for number, batch in enumerate(planned.batches if new else planned.launched):
+    batches = planned.batches()
+    for number, batch in enumerate(batches if new else itertools.islice(batches, planned.launched)):
         states = []
         for task in batch:
             workdir = _workdir(planned, run, task.index)
@@ -173,7 +185,7 @@ def _steps(run: RunDir, planned: Planned, new: bool) -> Iterator[list[TaskState]
             spec = run.task_spec(task.index, attempt, task.invocation, workdir, shared, memory)
             staged = staging.task_staging(planned.req.s3, task, run, shared, remote_run)
             states.append(TaskState(replace(spec, staging=staged) if staged else spec))
-        if number < launched:
+        if number < planned.launched:
             yield states
 
 
@@ -182,7 +194,7 @@ def _workdir(planned: Planned, run: RunDir, index: int) -> str | None:
     data staged from S3: the dataset is not copied into the provenance directory)."""
     if planned.req.workdir:
         return str(Path(planned.req.workdir).resolve())
-    return str(run.default_workdir(index)) if planned.backend.shared_filesystem and not planned.req.s3 else None
+    return run.default_workdir(index) if planned.backend.shared_filesystem and not planned.req.s3 else None
 
 
 def execute(launch: Launch, cluster: Any, on_client: Callable[[Any], None] | None = None,
@@ -257,7 +269,15 @@ def start_cluster(backend: Backend, run: RunDir) -> Any:
     dask.config.set({"distributed.scheduler.allowed-failures": config.get("scheduler.allowed-failures"),
                      # a task group's length is unknown until one ends: counted as long, every waiting group
                      # gets its worker job at once (up to max-jobs) instead of one job running them in turn
-                     "distributed.scheduler.default-task-durations": {"clowdr": "1h"}})
+                     "distributed.scheduler.default-task-durations": {"clowdr": "1h"},
+                     # Dask's logs for who debugs Dask keep 1,000 entries each: every connection its last messages,
+                     # the scheduler's to a worker whole task specs. Filling up, they made a 10,000-task run's client
+                     # 14 MiB bigger than a 2,000-task run's (3.5 MiB with 20 entries, enough to debug with)
+                     "distributed.admin.low-level-log-length": 20})
+    if backend.name == "local" and not backend.setting("processes"):
+        # workers that are threads of this process would sample every thread of it 100 times a second (the
+        # monitor's included), and keep what they saw: CPU and memory the client needs, for a profile of clowdr
+        dask.config.set({"distributed.worker.profile.enabled": False})
     keep_logs = backend.keeps_job_logs and backend.shared_filesystem
     return backend.start(run.meta / backend.name if keep_logs else None)
 

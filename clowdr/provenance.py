@@ -6,13 +6,15 @@
         attempts/task-N/attempt-K/{summary.json, usage.csv, stdout.txt, stderr.txt}   (earlier attempts)
     <provdir>/<run id>/work/task-N/      (default working directory of task N)
 
-Every JSON and CSV file is written to a temporary name and renamed, so a reader (``share``, ``--rerun``)
-never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
+Every JSON and CSV file is written whole before it gets its name (``write_atomic``), so a reader (``share``,
+``--rerun``) never sees half a file, whatever crashes. Paths written by another machine are never trusted: files are
 found by name relative to the directory being read.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import json
 import os
 import random
@@ -23,10 +25,10 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from clowdr.errors import InputError, RecordError
-from clowdr.plan import TaskPlan
+from clowdr.plan import TaskPlan, read_file
 from clowdr.protocol import Event, LogChunk, TaskSpec, Usage
 from clowdr.sampling import COLUMNS
 from clowdr.timestamps import iso
@@ -34,6 +36,7 @@ from clowdr.timestamps import iso
 RUN_ID = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}-[A-Z0-9]{8}$")
 TASK_FILE = re.compile(r"^task-(\d+)\.json$")
 RESERVED = re.compile(r"^(task-\d+.*|run\.json|plan\.json|clowdr-summary\.json)$")
+PLAN_HEAD = '{"tasks": [\n'                         # plan.json's first line; a task per line follows
 LOG_KINDS = ("summary.json", "usage.csv", "stdout.txt", "stderr.txt")
 # Keys of the original tool's task-N-summary.json: always present, even for a task that never started.
 ORIGINAL_KEYS: dict[str, Any] = {"duration": None, "exitcode": None, "launchtime": None, "outputs": []}
@@ -54,28 +57,103 @@ def recording(path: Path | str) -> Iterator[None]:
         raise RecordError(path, exc) from None
 
 
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write a whole file under a temporary name in the same directory, then rename it into place.
+def write_atomic(path: Path | str, data: str | bytes | Iterable[str]) -> None:
+    """Write a whole file (given whole, or as pieces of text written as they come), then give it its name: a
+    reader sees the whole file or none (or its earlier content).
 
-    Every byte is written (a full disk may take only part of a write) before the rename; on any failure the
-    temporary file goes and the file keeps its earlier content, or stays absent.
+    Every byte is written (a full disk may take only part of a write) before the file gets its name. Where the
+    filesystem has unnamed files (``O_TMPFILE``: ext4, xfs, btrfs, tmpfs) a new file is written unnamed and
+    linked into place, which costs what creating a file in place does and leaves nothing behind whatever
+    happens; a file that exists already, or a filesystem without them (NFS), takes a temporary name
+    in the same directory that is renamed over it, removed on any failure.
     """
     directory, name = os.path.split(path)
-    tmp = f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+    directory = directory or "."
+    text = [data] if isinstance(data, (str, bytes)) else data
     with recording(path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _unnamed(directory)
+        if fd is None:
+            tmp = _temporary_name(directory, name)
+            _renamed(tmp, path, lambda: _write_new(tmp, text))
+            return
         try:
+            _write_all(fd, text)
             try:
-                left = memoryview(data.encode() if isinstance(data, str) else data)
-                while left:
-                    left = left[os.write(fd, left):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
+                _link(fd, path)
+            except FileExistsError:
+                tmp = _temporary_name(directory, name)
+                _renamed(tmp, path, lambda: _link(fd, tmp))
+        finally:
+            os.close(fd)
+
+
+def _temporary_name(directory: str, name: str) -> str:
+    return f"{directory}/.{name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+
+
+#: ``open()`` flags of an unnamed file in a directory, where this system has them (the kernel may still refuse)
+_UNNAMED = os.O_WRONLY | os.O_TMPFILE if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd") else None
+_proc_fd_dir: tuple[int, int] | None = None     # (pid, descriptor of /proc/<pid>/fd); two threads may both open it
+
+
+def _unnamed(directory: str) -> int | None:
+    """A new unnamed file in ``directory``, or None where its filesystem has none."""
+    if _UNNAMED is None:
+        return None
+    try:
+        return os.open(directory, _UNNAMED, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link(fd: int, path: Path | str) -> None:
+    """Name an unnamed file (FileExistsError if the name is taken) through this process's ``/proc/<pid>/fd``,
+    opened once per process: linkat with AT_SYMLINK_FOLLOW there needs no privilege, unlike AT_EMPTY_PATH."""
+    global _proc_fd_dir
+    if _proc_fd_dir is None or _proc_fd_dir[0] != os.getpid():
+        _proc_fd_dir = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    os.link(str(fd), path, src_dir_fd=_proc_fd_dir[1], follow_symlinks=True)
+
+
+def _renamed(tmp: str, path: Path | str, make: Callable[[], None]) -> None:
+    """Make the whole file under the temporary name ``tmp`` (same directory), then rename it over ``path``; on
+    any failure ``tmp`` is removed (unless it was taken already: then it is not ours) and ``path`` untouched."""
+    try:
+        make()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if not isinstance(exc, FileExistsError):
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-            raise
+        raise
+
+
+def _write_new(path: str, data: Iterable[str | bytes]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, pieces: Iterable[str | bytes], chunk: int = 1 << 20) -> None:
+    """Every byte, in writes of about ``chunk`` bytes."""
+    pending = bytearray()
+    for piece in pieces:
+        pending += piece.encode() if isinstance(piece, str) else piece
+        if len(pending) >= chunk:
+            _write_bytes(fd, bytes(pending))
+            pending.clear()
+    _write_bytes(fd, bytes(pending))
+
+
+def _write_bytes(fd: int, data: bytes) -> None:
+    """A full disk may take only part of one write: the rest is written (or the error raised) after it."""
+    left = memoryview(data)
+    while left:
+        left = left[os.write(fd, left):]
 
 
 #: one encoder for every record (``json.dumps`` with an option builds a new one per call: a summary has ~40 values)
@@ -100,8 +178,7 @@ def read_json(path: Path) -> Any | None:
 
 def _read_json_at(path: str) -> Any | None:
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
+        return json.loads(read_file(path))
     except (OSError, ValueError):
         return None
 
@@ -116,8 +193,13 @@ class TaskRecord:
     for (choosing what to rerun needs only the summaries)."""
 
     index: int
-    path: Path
+    meta: str                     # the task file's directory and name: strings, a Path per task costs --rerun time
+    name: str
     summary: dict[str, Any] | None
+
+    @property
+    def path(self) -> Path:
+        return Path(f"{self.meta}/{self.name}")
 
     @cached_property
     def definition(self) -> dict[str, Any]:
@@ -170,8 +252,13 @@ class RunDir:
         """``task-N-summary.json``, ``task-N-usage.csv``, ``task-N-stdout.txt`` or ``task-N-stderr.txt``."""
         return self.meta / f"task-{n}-{kind}"
 
-    def default_workdir(self, n: int) -> Path:
-        return self.root / "work" / f"task-{n}"
+    def default_workdir(self, n: int) -> str:
+        return f"{self.root}/work/task-{n}"
+
+    @cached_property
+    def _meta(self) -> str:
+        """``meta`` as a string: what is written per task is named with strings (a Path each costs --setup)."""
+        return str(self.meta)
 
     def attempts_dir(self, n: int) -> Path:
         return self.meta / "attempts" / f"task-{n}"
@@ -204,37 +291,44 @@ class RunDir:
         write_json(target, descriptor)
         return target
 
-    def unique_name(self, wanted: str, taken: set[str]) -> str:
-        """A file name for an invocation copy that clashes with nothing clowdr writes."""
-        name, number = wanted, 0
-        while name in taken or RESERVED.match(name):
-            number += 1
-            name = f"invocation-{number}-{wanted}"
-        taken.add(name)
-        return name
-
     def write_task(self, n: int, definition: dict[str, Any]) -> None:
         write_json(self.task_file(n), definition)
 
     def record_task(self, task: TaskPlan, descriptor: str, workdir: str | None) -> None:
         """A task's own files: its invocation copy, then task-N.json (the original keys)."""
-        meta = str(self.meta)       # strings, not Paths: --setup records 100,000 of these
-        invocation_copy = f"{meta}/{task.invocation_name}"
+        invocation_copy = f"{self._meta}/{task.invocation_name}"
         write_json(invocation_copy, task.invocation)
-        self.write_task(task.index, {"tool": f"{meta}/{descriptor}", "invocation": invocation_copy,
+        self.write_task(task.index, {"tool": f"{self._meta}/{descriptor}", "invocation": invocation_copy,
                                      "dataloc": task.dataloc, "taskloc": workdir})
 
-    def write_plan(self, tasks: list[TaskPlan]) -> None:
-        """Every task of the run in one file, written before any of them runs."""
-        write_atomic(self.meta / "plan.json", json.dumps(
-            {"tasks": [[t.index, t.invocation_name, t.invocation, t.dataloc] for t in tasks]}) + "\n")
+    def write_plan(self, tasks: Iterable[TaskPlan]) -> None:
+        """Every task of the run in one file, written before any of them runs: one JSON object, a task per line,
+        so that it is written and read a line at a time (a 100,000-task plan is never one string)."""
+        lines = (task.line() for task in tasks)
+        write_atomic(self.meta / "plan.json", itertools.chain(
+            [PLAN_HEAD], (line if number == 0 else ",\n" + line for number, line in enumerate(lines)), ["\n]}\n"]))
+
+    def planned_tasks(self) -> Iterator[TaskPlan]:
+        """The tasks of the plan, one at a time (none if the run has no plan)."""
+        try:
+            handle = open(self.meta / "plan.json", encoding="utf-8")
+        except OSError:
+            return
+        with handle:
+            if handle.readline() == PLAN_HEAD:
+                yield from (TaskPlan.of_line(line) for line in handle if line.startswith("["))
+                return
+            handle.seek(0)                                   # not a task per line: read whole
+            try:
+                plan = json.loads(handle.read())
+            except ValueError:
+                return
+            for index, name, invocation, dataloc in (plan.get("tasks") or [] if isinstance(plan, dict) else []):
+                yield TaskPlan(int(index), invocation, str(name), list(dataloc or []))
 
     def unrecorded_tasks(self, recorded: set[int]) -> list[TaskPlan]:
         """The tasks of the plan that have no task file (their recording was cut short)."""
-        plan = read_json(self.meta / "plan.json")
-        entries = plan.get("tasks") if isinstance(plan, dict) else None
-        return [TaskPlan(int(index), invocation, str(name), list(dataloc or []))
-                for index, name, invocation, dataloc in entries or [] if int(index) not in recorded]
+        return [task for task in self.planned_tasks() if task.index not in recorded]
 
     def write_summary(self, n: int, summary: dict[str, Any]) -> None:
         write_json(self.file(n, "summary.json"), summary)
@@ -299,7 +393,7 @@ class RunDir:
                   shared: bool, memory: int | None = None) -> TaskSpec:
         """What a worker needs to run attempt ``attempt`` of task N; on a shared filesystem it writes the
         task's logs in place, elsewhere it streams them here."""
-        logs = (str(self.file(n, "stdout.txt")), str(self.file(n, "stderr.txt"))) if shared else None
+        logs = (f"{self._meta}/task-{n}-stdout.txt", f"{self._meta}/task-{n}-stderr.txt") if shared else None
         return TaskSpec(n, attempt, invocation, workdir, logs, memory)
 
     # -- attempts -------------------------------------------------------------------------------
@@ -335,7 +429,7 @@ class RunDir:
             summary_name = f"task-{n}-summary.json"
             # plain strings, not Path objects: a 10,000-task run reads 10,000 summaries to choose what to rerun
             summary = _read_json_at(f"{meta}/{summary_name}") if summary_name in names else None
-            records.append(TaskRecord(n, self.meta / name, summary if isinstance(summary, dict) else None))
+            records.append(TaskRecord(n, meta, name, summary if isinstance(summary, dict) else None))
         return sorted(records, key=lambda r: r.index)
 
     def local_copy(self, recorded_path: str, field: str, where: Path) -> Path:
@@ -344,6 +438,17 @@ class RunDir:
         if candidate.is_file():
             return candidate
         raise InputError(str(where), f"field '{field}': {Path(recorded_path).name} is not in {self.meta}")
+
+
+def unique_name(wanted: str, taken: set[str]) -> str:
+    """A file name for an invocation copy that clashes with nothing clowdr writes (nor with ``taken``, which gets
+    it)."""
+    name, number = wanted, 0
+    while name in taken or RESERVED.match(name):
+        number += 1
+        name = f"invocation-{number}-{wanted}"
+    taken.add(name)
+    return name
 
 
 def versions() -> dict[str, str]:

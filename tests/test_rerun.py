@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DATA, EXAMPLES, write_json
+from conftest import DATA, EXAMPLES, ROOT, write_json
 
 ECHO = EXAMPLES / "echo-tool.json"
 
@@ -53,6 +57,63 @@ def test_rerun_incomplete_after_a_crash(clowdr, provdir):
     assert (meta / "attempts" / "task-1" / "attempt-1" / "stdout.txt").exists()
     run = json.loads((meta / "run.json").read_text())
     assert run["launches"][-1]["tasks"] == [1]
+
+
+def test_rerun_incomplete_after_a_setup_killed_while_recording(clowdr, provdir, tmp_path):
+    """kill -9 while --setup writes its tasks' files: each file written is whole, none half-written or left under
+    a temporary name, and --rerun incomplete runs every task, those whose files never got written included."""
+    count = 2000
+    invocations = tmp_path / "invocations"
+    invocations.mkdir()
+    for n in range(count):
+        write_json(invocations / f"inv-{n:04d}.json", {"number": n})
+    descriptor = tmp_path / "trivial.json"
+    write_json(descriptor, {"name": "trivial", "tool-version": "1", "schema-version": "0.5",
+                            "description": "echo a number", "command-line": "echo [NUMBER]",
+                            "inputs": [{"id": "number", "name": "n", "type": "Number", "integer": True,
+                                        "value-key": "[NUMBER]"}]})
+    setup = subprocess.Popen([sys.executable, "-m", "clowdr", "local", descriptor, invocations, provdir, "--setup"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(provdir.glob("*/clowdr/task-0.json")) and setup.poll() is None:
+            assert time.monotonic() < deadline, "--setup recorded no task in 120 s"
+            time.sleep(0.001)
+        setup.kill()
+    finally:
+        setup.kill()
+        setup.wait(timeout=30)
+    assert setup.returncode == -signal.SIGKILL, "--setup ended before it was killed: record more tasks"
+    [meta] = provdir.glob("*/clowdr")
+    written = {int(p.name[5:-5]) for p in meta.glob("task-*.json")}
+    assert 0 in written and len(written) < count
+    leftovers = [p.name for p in meta.iterdir() if p.name.startswith(".")]
+    assert not leftovers
+    for path in meta.glob("*.json"):
+        json.loads(path.read_text())                 # whole, every one
+    again = clowdr("local", descriptor, invocations, provdir, "--rerun", "incomplete", "--run_id", meta.parent.name)
+    assert again.returncode == 0, again.stderr
+    summaries = again.summaries()
+    assert sorted(summaries) == list(range(count))
+    assert all(s["exitcode"] == 0 for s in summaries.values())
+    assert (meta / f"task-{count - 1}-stdout.txt").read_text() == f"{count - 1}\n"
+    assert json.loads((meta / "run.json").read_text())["launches"][-1]["tasks"] == list(range(count))
+
+
+def test_rerun_incomplete_reads_a_plan_written_whole(clowdr, provdir):
+    """plan.json as earlier versions wrote it (the same object on one line) still names the unrecorded tasks."""
+    first = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--setup")
+    meta = first.meta
+    plan = meta / "plan.json"
+    assert plan.read_text().count("\n") == 6                  # a task per line, between the head and the end
+    plan.write_text(json.dumps(json.loads(plan.read_text())))
+    for n in (2, 3):
+        (meta / f"task-{n}.json").unlink()                   # as if --setup was cut short after task 1
+    again = clowdr("local", ECHO, DATA / "echo-invocations", provdir, "--rerun", "incomplete", "--run_id",
+                   meta.parent.name)
+    assert again.returncode == 1                             # one of the four echo tasks fails by design
+    assert sorted(again.summaries()) == [0, 1, 2, 3]
+    assert json.loads((meta / "task-3.json").read_text())["invocation"].endswith(".json")
 
 
 def test_rerun_all_with_other_options(clowdr, provdir, tmp_path):
