@@ -109,6 +109,7 @@ def _succeeded(text: str) -> int | None:
 def test_the_example_notebook_live_in_jupyterlab_in_a_real_browser(browser_ready, jupyter_server):
     """Run All in JupyterLab, in Debian chromium: the dashboard's counts change as the run goes (while the next
     cell waits for the run), no reload."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -119,6 +120,8 @@ def test_the_example_notebook_live_in_jupyterlab_in_a_real_browser(browser_ready
         external: list[str] = []
         console: list[str] = []
         page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("crash", lambda _: console.append("the page crashed (chromium's renderer)"))
+        browser.on("disconnected", lambda _: console.append("the browser went away (chromium crashed or was killed)"))
 
         def only_loopback(route) -> None:
             if route.request.url.startswith((base, base.replace("http", "ws"), "data:", "blob:")):
@@ -145,8 +148,9 @@ def test_the_example_notebook_live_in_jupyterlab_in_a_real_browser(browser_ready
         stats = page.locator(".jp-OutputArea-output .clowdr-stat", has_text="by status")   # inside Bokeh's shadow DOM
         try:
             stats.first.wait_for(timeout=120_000)
-        except PlaywrightTimeout:
-            raise AssertionError(f"no dashboard; the browser said: {console[-20:]}; refused: {external}") from None
+        except PlaywrightError as exc:      # a time-out, or the page or browser gone: say what the browser said
+            raise AssertionError(f"no dashboard ({type(exc).__name__}); the browser said: {console[-20:]}; "
+                                 f"refused: {external}") from None
         seen: list[str] = []                     # each text the "by status" cell showed, in turn
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
