@@ -334,7 +334,12 @@ class TaskPlan:
 
     @classmethod
     def of_line(cls, line: str) -> "TaskPlan":
-        index, name, invocation, dataloc = json.loads(line.rstrip().rstrip(","))
+        return cls.of_entry(json.loads(line.rstrip().rstrip(",")))
+
+    @classmethod
+    def of_entry(cls, entry: list[Any]) -> "TaskPlan":
+        """The task of one entry of plan.json's ``tasks``: [index, invocation copy's name, invocation, dataloc]."""
+        index, name, invocation, dataloc = entry
         return cls(int(index), invocation, str(name), list(dataloc or []))
 
 

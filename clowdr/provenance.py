@@ -323,8 +323,8 @@ class RunDir:
                 plan = json.loads(handle.read())
             except ValueError:
                 return
-            for index, name, invocation, dataloc in (plan.get("tasks") or [] if isinstance(plan, dict) else []):
-                yield TaskPlan(int(index), invocation, str(name), list(dataloc or []))
+            entries = plan.get("tasks") or [] if isinstance(plan, dict) else []
+            yield from (TaskPlan.of_entry(entry) for entry in entries)
 
     def unrecorded_tasks(self, recorded: set[int]) -> list[TaskPlan]:
         """The tasks of the plan that have no task file (their recording was cut short)."""
