@@ -32,12 +32,13 @@ DESCRIPTOR = {
 
 
 def create_cost_us(directory: Path, count: int = 500) -> float:
-    """Microseconds to create (and close) one empty file in ``directory``."""
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        started = time.perf_counter()
-        for i in range(count):
-            os.close(os.open(f"{tmp}/f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        return (time.perf_counter() - started) / count * 1e6
+    """Microseconds to create (and close) one empty file in a new directory under ``directory``, which keeps the
+    files: deleting them would make the next files created there dearer (see peers.py)."""
+    tmp = tempfile.mkdtemp(prefix="create-cost-", dir=directory)
+    started = time.perf_counter()
+    for i in range(count):
+        os.close(os.open(f"{tmp}/f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.perf_counter() - started) / count * 1e6
 
 
 def run_xargs(root: Path, n: int, cores: int) -> float:
@@ -111,7 +112,7 @@ def main() -> None:
           + (f" {'compared ms/task':>16} {'ratio':>6}" if args.compare else ""))
     for rep in range(1, args.repeat + 1):
         with tempfile.TemporaryDirectory(prefix="clowdr-bench-", dir=base) as tmp:
-            create = create_cost_us(base)
+            create = create_cost_us(Path(tmp))
             xargs_ms = run_xargs(Path(tmp), args.n, cores)
             # this tree and the compared one alternate which goes first (a machine's pace drifts within a run)
             compared_ms = float("nan")

@@ -9,7 +9,9 @@ drifts over minutes): clowdr (``clowdr local``, full provenance of every task), 
 task, ``--cores <cores>``) and Parsl (a ``bash_app`` per task on a HighThroughputExecutor and on a
 ThreadPoolExecutor). The time of each is the whole command, from exec to exit. Also timed: ``clowdr local
 --rerun failed`` on the finished run (nothing to rerun). Prints every measurement, then the medians and each
-tool's ratio to clowdr. Snakemake and Parsl are looked for on PATH and in this interpreter; ``--snakemake`` and
+tool's ratio to clowdr. Nothing is deleted before the end, and each repetition prints what creating one file
+costs in DIR at that moment: on a disk where that swings (see below), compare only runs where it is low.
+Snakemake and Parsl are looked for on PATH and in this interpreter; ``--snakemake`` and
 ``--parsl-python`` point at them elsewhere (e.g. a virtual environment, to keep them out of clowdr's).
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from local_throughput import trivial_inputs
+from local_throughput import create_cost_us, trivial_inputs
 
 CORES = os.cpu_count() or 1
 PARSL_SCRIPT = """
@@ -156,12 +158,18 @@ def main() -> None:
     measured = tools(args)
     times: dict[tuple[str, int], list[float]] = {}
     print(f"trivial tasks on {CORES} cores, whole-command seconds, in {base}")
-    for rep in range(1, args.repeat + 1):
-        for n in args.n:
-            with tempfile.TemporaryDirectory(prefix="clowdr-peers-", dir=base) as tmp:
+    # Nothing is deleted until every measurement is done: on an ext4 file system without a journal (this machine's),
+    # creating a file within minutes of many deletions in its block group cost 23-633 us here instead of ~25 (the
+    # allocator reads and skips every recently freed inode), so deleting one measurement's files would tax whichever
+    # tool comes next, and most the one that creates most files.
+    with tempfile.TemporaryDirectory(prefix="clowdr-peers-", dir=base) as kept:
+        for rep in range(1, args.repeat + 1):
+            for n in args.n:
+                print(f"rep {rep}  N={n:<5} creating one file here costs {create_cost_us(Path(kept)):.0f} us", flush=True)
                 for name, run in measured.items():
-                    work = Path(tmp) / ("clowdr" if name.startswith("clowdr") else name.split()[0] + name.split()[-1])
-                    work.mkdir(exist_ok=True)
+                    label = "clowdr" if name.startswith("clowdr") else name.split()[0] + name.split()[-1]
+                    work = Path(kept) / f"{rep}-{n}" / label
+                    work.mkdir(parents=True, exist_ok=True)
                     seconds = run(work, n)
                     times.setdefault((name, n), []).append(seconds)
                     print(f"rep {rep}  N={n:<5} {name:<24} {seconds:8.3f} s", flush=True)

@@ -5,6 +5,9 @@ CPU % is computed from CPU-time deltas against the tool's start, so the first sa
 """
 from __future__ import annotations
 
+import logging
+import os
+import select
 import threading
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Callable, NamedTuple
 
 import psutil
 
+log = logging.getLogger("clowdr")
 MIB = 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -206,7 +210,11 @@ def _cgroup_io(dirs: dict[str, Path]) -> tuple[int, int] | None:
 
 
 class Sampler:
-    """A thread sampling a target until ``stop()``: the moment the tool exits, not at the next tick."""
+    """Samples a target while its tool runs, and stops the moment the tool exits, not at the next tick.
+
+    Where the kernel gives a process file descriptor (Linux 5.3+), the thread that waits for the tool samples it
+    between waits: a short tool costs no thread of its own, nor the GIL hand-offs of starting and joining one.
+    """
 
     def __init__(self, target: ProcessTree | DockerContainer, started: float, emit: Callable[[list[Sample]], None],
                  first_interval: float, max_interval: float) -> None:
@@ -217,24 +225,40 @@ class Sampler:
         self.max_interval = max_interval
         self.samples: list[Sample] = []
         self.last: Totals | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clowdr-sampler", daemon=True)
         self._prev = (started, 0.0)
 
-    def start(self) -> None:
-        self._thread.start()
+    def watch(self, pid: int) -> None:
+        """Sample until process ``pid`` (a child of this process) has exited; it is left for its parent to reap."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):          # an older kernel: a thread samples while this one waits
+            stopped = threading.Event()
+            thread = threading.Thread(target=self._sample_until, args=(stopped.wait,), name="clowdr-sampler",
+                                      daemon=True)
+            thread.start()
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            finally:
+                stopped.set()
+                thread.join()
+            return
+        try:
+            self._sample_until(lambda seconds: bool(select.select([pidfd], [], [], seconds)[0]))
+        finally:
+            os.close(pidfd)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        interval = self.first_interval
-        while not self._stop.wait(interval):
-            sample = self._take()
-            if sample is not None:
-                self.samples.append(sample)
-                self.emit([sample])
+    def _sample_until(self, ended: Callable[[float], bool]) -> None:
+        """Take a sample after each interval that passes without ``ended(interval)`` saying the tool is over."""
+        interval, sampling = self.first_interval, True
+        while not ended(interval):
+            try:
+                sample = self._take() if sampling else None
+                if sample is not None:
+                    self.samples.append(sample)
+                    self.emit([sample])
+            except Exception as exc:   # a record of the tool, not the tool: waiting for it goes on unsampled
+                log.warning("usage samples stopped (%s: %s)", type(exc).__name__, exc)
+                sampling = False
             interval = min(interval * 2, self.max_interval)
 
     def _take(self) -> Sample | None:

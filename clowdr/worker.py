@@ -380,14 +380,13 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
     sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
                       sampling["first-interval"], sampling["max-interval"])
-    sampler.start()
     if shipper is not None:
         shipper.start()
     try:
+        sampler.watch(proc.pid)
         status, rusage = _reap(proc.pid, guard)
     finally:
         _running.pop(proc.pid, None)
-        sampler.stop()
     ended = time.perf_counter()
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     if shipper is not None:

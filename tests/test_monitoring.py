@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import DATA, ROOT, write_json
 
 MIB = 1024 * 1024
@@ -75,6 +77,32 @@ def test_usage_file_grows_while_the_task_runs(provdir, tmp_path):
     finally:
         process.kill()
     assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] >= 3, seen
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd-older-kernel"])
+def test_samples_are_taken_while_a_tool_runs_and_end_the_moment_it_exits(pidfd, monkeypatch, tmp_path):
+    """The waiting thread samples between waits on a process file descriptor; without one (Linux < 5.3) a thread
+    of its own does. Either way sampling ends when the tool does, not at the next tick, and the tool is left for
+    its parent to reap."""
+    from clowdr.sampling import ProcessTree, Sampler
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")
+    ended = tmp_path / "ended"
+    tool = subprocess.Popen([sys.executable, "-c", "import sys, time; memory = bytearray(40 << 20); time.sleep(0.5); "
+                             "open(sys.argv[1], 'w').write(repr(time.time()))", str(ended)])
+    emitted: list = []
+    sampler = Sampler(ProcessTree(tool.pid), time.perf_counter(), emitted.extend, 0.1, 2.0)
+    sampler.watch(tool.pid)
+    returned = time.time()
+    try:
+        assert os.waitid(os.P_PID, tool.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None   # exited...
+        assert tool.returncode is None                                                         # ...not reaped
+    finally:
+        assert tool.wait(timeout=10) == 0
+    assert returned - float(ended.read_text()) < 0.3       # the next tick would have been 0.7 or 1.5 s after start
+    assert len(sampler.samples) >= 2 and emitted == sampler.samples
+    assert max(sample.ram for sample in sampler.samples) >= 40
 
 
 def test_more_than_64_kib_of_stdout_and_no_output_files(clowdr, provdir, tmp_path):
