@@ -278,9 +278,10 @@ def main_exit() -> None:
     import atexit
     import os
 
-    from clowdr.lean import skip_unused_imports
+    from clowdr.lean import parse_yaml_in_c, skip_unused_imports
 
     skip_unused_imports(launch=sys.argv[1:2] in (["local"], ["cloud"], ["task"]))
+    parse_yaml_in_c()
     status = main()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -318,3 +318,20 @@ def test_makeparser_returns_the_parser():
     parser = driver.makeparser()
     assert parser.prog == "clowdr"
     assert parser.parse_args(["share", "p"]).mode == "share"
+
+
+def test_commands_read_every_configuration_file_the_same_through_libyaml():
+    """clowdr's commands parse YAML with libyaml (clowdr.lean): Dask's, distributed's, the back-ends' and clowdr's
+    defaults and ~/.config/dask must come out exactly as PyYAML's own parser reads them."""
+    script = ("import json, sys\n"
+              "from clowdr.lean import parse_yaml_in_c\n"
+              "if sys.argv[1] == 'c':\n"
+              "    parse_yaml_in_c()\n"
+              "import yaml, dask.config, distributed, dask_jobqueue, dask_cloudprovider, clowdr.config\n"
+              "clowdr.config.get('monitor')\n"
+              "print(yaml.safe_load.__module__)\n"
+              "print(json.dumps(dask.config.config, sort_keys=True, default=repr))\n")
+    read = {how: subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, check=True,
+                                cwd=ROOT).stdout.split("\n", 1) for how in ("c", "python")}
+    assert read["c"][0] == "clowdr.lean" and read["python"][0] == "yaml"
+    assert read["c"][1] == read["python"][1] and "clowdr" in json.loads(read["c"][1])
