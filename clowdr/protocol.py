@@ -76,16 +76,19 @@ class TaskSpec:
     shared_logs: tuple[str, str] | None = None  # stdout, stderr files the worker may write (shared filesystem)
     memory: int | None = None                   # bytes the tool may use, enforced by the worker (None: no limit)
     staging: dict[str, Any] | None = None       # data to stage in, where outputs go (clowdr.staging.Staging)
+    workdir_of_all: bool = False                # workdir is every task's (--workdir), not this task's own
 
     def to_wire(self) -> dict[str, Any]:
         return {"task": self.task, "attempt": self.attempt, "invocation": self.invocation, "workdir": self.workdir,
-                "shared_logs": self.shared_logs, "memory": self.memory, "staging": self.staging}
+                "shared_logs": self.shared_logs, "memory": self.memory, "staging": self.staging,
+                "workdir_of_all": self.workdir_of_all}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "TaskSpec":
         logs = data.get("shared_logs")
         return cls(data["task"], data["attempt"], data["invocation"], data.get("workdir"),
-                   tuple(logs) if logs else None, data.get("memory"), data.get("staging"))  # type: ignore[arg-type]
+                   tuple(logs) if logs else None, data.get("memory"), data.get("staging"),  # type: ignore[arg-type]
+                   bool(data.get("workdir_of_all")))
 
 
 @dataclass(frozen=True)

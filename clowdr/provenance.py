@@ -394,7 +394,8 @@ class RunDir:
         """What a worker needs to run attempt ``attempt`` of task N; on a shared filesystem it writes the
         task's logs in place, elsewhere it streams them here."""
         logs = (f"{self._meta}/task-{n}-stdout.txt", f"{self._meta}/task-{n}-stderr.txt") if shared else None
-        return TaskSpec(n, attempt, invocation, workdir, logs, memory)
+        return TaskSpec(n, attempt, invocation, workdir, logs, memory,
+                        workdir_of_all=workdir is not None and workdir != self.default_workdir(n))
 
     # -- attempts -------------------------------------------------------------------------------
     def next_attempt(self, n: int) -> int:

@@ -250,6 +250,7 @@ class Place:
     stderr: str
     shared: bool              # the logs are the client's own files
     own: bool                 # the working directory is this attempt's alone (fresh scratch space)
+    of_all: bool = False      # the working directory is every task's (--workdir)
 
     @classmethod
     def of(cls, spec: TaskSpec, context: RunContext) -> "Place":
@@ -257,30 +258,30 @@ class Place:
                             f"task-{spec.task}", f"attempt-{spec.attempt}")
         workdir = spec.workdir or os.path.join(base, "work")       # none given: fresh scratch space (e.g. --s3)
         if spec.shared_logs:
-            return cls(workdir, spec.shared_logs[0], spec.shared_logs[1], True, spec.workdir is None)
+            return cls(workdir, spec.shared_logs[0], spec.shared_logs[1], True, spec.workdir is None,
+                       spec.workdir_of_all)
         os.makedirs(base, exist_ok=True)
         return cls(workdir, os.path.join(base, "stdout.txt"), os.path.join(base, "stderr.txt"), False,
-                   spec.workdir is None)
+                   spec.workdir is None, spec.workdir_of_all)
 
     def hold(self, task: int, wait: float) -> int | None:
         """A lock on this task's working directory (where it is not a fresh scratch directory): an earlier
         attempt whose processes still run holds it, and this one waits up to ``wait`` seconds for them to go,
-        instead of running beside them. The returned descriptor goes to the tool's processes."""
+        instead of running beside them. The returned descriptor goes to the tool's processes.
+
+        The task's own directory is itself the lock (one file fewer per task); a directory every task shares
+        (--workdir), or one whose filesystem cannot lock a directory (NFS), holds a lock file per task."""
         if self.own:
             return None
+        if not self.of_all:
+            try:
+                return _locked(os.open(self.workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), task,
+                               self.workdir, wait)
+            except OSError:         # a filesystem that cannot lock a directory: the lock file below
+                pass
         fd = os.open(os.path.join(self.workdir, f".clowdr-task-{task}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                      0o644)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise TaskSetupError(f"an earlier attempt of task {task} still runs in {self.workdir} after "
-                                         f"{wait:.0f} s") from None
-                time.sleep(0.1)
+        return _locked(fd, task, self.workdir, wait)
 
     def shipper(self, emit: Emit, task: int, attempt: int, context: RunContext) -> "LogShipper | None":
         """Without a shared filesystem, a thread sending the logs' new bytes to the client."""
@@ -296,6 +297,25 @@ class Place:
         shipper = self.shipper(emit, task, attempt, context)
         if shipper is not None:
             shipper.finish()
+
+
+def _locked(fd: int, task: int, workdir: str, wait: float) -> int:
+    """``fd`` once this process holds an exclusive lock on it, waiting up to ``wait`` seconds for an earlier
+    attempt's processes to let it go (then TaskSetupError); ``fd`` is closed on any failure."""
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TaskSetupError(f"an earlier attempt of task {task} still runs in {workdir} after "
+                                         f"{wait:.0f} s") from None
+                time.sleep(0.1)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class LogShipper:

@@ -303,3 +303,34 @@ def test_a_daemon_of_a_running_tool_is_killed_with_its_client(tmp_path, provdir)
     process.kill()
     process.communicate(timeout=30)
     assert gone([daemon, *started], marker) == [], "the daemon outlived the client that ran its tool"
+
+
+def test_an_attempt_waits_for_the_lock_an_earlier_one_holds_on_its_working_directory(tmp_path):
+    """The lock that keeps a retry from running beside an earlier attempt: a task's own working directory is
+    itself the lock (no lock file left among its outputs); a directory every task shares (--workdir) holds one
+    lock file per task, so different tasks run there side by side while one task's attempts still exclude
+    each other."""
+    from clowdr.command import TaskSetupError
+    from clowdr.worker import Place
+
+    own, shared = tmp_path / "task-3", tmp_path / "shared"
+    own.mkdir()
+    shared.mkdir()
+
+    def place(directory, of_all):
+        return Place(str(directory), str(tmp_path / "out"), str(tmp_path / "err"), True, False, of_all)
+
+    earlier = place(own, False).hold(3, 0)
+    with pytest.raises(TaskSetupError, match="an earlier attempt of task 3 still runs"):
+        place(own, False).hold(3, 0.3)
+    assert list(own.iterdir()) == []
+    os.close(earlier)
+    os.close(place(own, False).hold(3, 0))          # released with the earlier attempt's last descriptor
+
+    task_3 = place(shared, True).hold(3, 0)
+    task_4 = place(shared, True).hold(4, 0)          # another task in the same directory: not held up
+    with pytest.raises(TaskSetupError):
+        place(shared, True).hold(3, 0.3)
+    assert sorted(p.name for p in shared.iterdir()) == [".clowdr-task-3.lock", ".clowdr-task-4.lock"]
+    os.close(task_3)
+    os.close(task_4)
