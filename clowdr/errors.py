@@ -1,6 +1,8 @@
 """Typed exceptions: deep code raises these, the CLI turns them into one line and an exit status."""
 from __future__ import annotations
 
+import tempfile
+
 
 class ClowdrError(Exception):
     """Base class of every error clowdr reports to the user."""
@@ -43,3 +45,12 @@ class RecordError(ClowdrError):
         super().__init__(f"cannot write the provenance record: {path}: {error.strerror or error}")
         self.error = error
         self.run_id = ""          # the run it happened in, once known
+
+
+class ScratchError(ClowdrError):
+    """clowdr's own temporary files cannot be written (the system's temporary directory is full or read-only):
+    nothing was written to the run or launched."""
+
+    def __init__(self, what: str, error: OSError) -> None:
+        super().__init__(f"cannot keep {what} in the temporary directory {tempfile.gettempdir()}: "
+                         f"{error.strerror or error} (set TMPDIR to choose another)")

@@ -5,6 +5,7 @@ jsonschema validator (Boutiques' own invocation schema), so a thousand invocatio
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -16,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from clowdr.errors import InputError
+from clowdr.errors import InputError, ScratchError
 
 #: Linux's MAX_ARG_STRLEN (32 pages of 4 KiB, the smallest page Linux has): the most bytes one argument or one
 #: environment string can hold, its terminating NUL included. A host tool's whole command line is ONE argument
@@ -357,7 +358,12 @@ class TaskList:
         self._spool = tempfile.SpooledTemporaryFile(max_size=1 << 23, mode="w+", encoding="utf-8")
         self.indices: list[int] = []
         for task in tasks:
-            self._spool.write(task.line() + "\n")
+            try:
+                self._spool.write(task.line() + "\n")
+            except OSError as exc:      # beyond the first MiBs the lines go to a file: a full disk stops the plan
+                with contextlib.suppress(OSError):
+                    self._spool.close()
+                raise ScratchError(f"the plan of {len(self.indices) + 1} validated tasks", exc) from None
             self.indices.append(task.index)
 
     def __len__(self) -> int:

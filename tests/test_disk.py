@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import DATA, run_clowdr
+from conftest import DATA, EXAMPLES, run_clowdr
 
 
 @pytest.fixture
@@ -87,3 +87,20 @@ def test_a_run_json_cut_short_never_replaces_the_whole_one(small_disk, tmp_path)
     last = run_clowdr("local", DATA / "sleep.json", invocation, small_disk, "--rerun", "all", "--run_id",
                       first.meta.parent.name)
     assert last.returncode == 0, last.stderr
+
+
+def test_a_full_temporary_directory_while_planning_is_one_line_and_launches_nothing(small_disk, tmp_path):
+    """Validated tasks beyond 8 MiB of plan lines wait in the system's temporary directory: one too small for them
+    ends the launch with one line naming it, before anything is written or started."""
+    invocations = tmp_path / "invocations"
+    invocations.mkdir()
+    for n in range(100):                            # ~10 MiB of plan lines; the temporary directory holds 2 MiB
+        (invocations / f"i{n:03d}.json").write_text(json.dumps({"message": "x" * 100_000, "repeat": 1}))
+    provdir = tmp_path / "provdir"
+    provdir.mkdir()
+    full = run_clowdr("local", EXAMPLES / "echo-tool.json", invocations, provdir, env={"TMPDIR": str(small_disk)})
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr
+    assert str(small_disk) in lines[0] and "No space left on device" in lines[0] and "TMPDIR" in lines[0], lines[0]
+    assert list(provdir.iterdir()) == []
