@@ -362,21 +362,22 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     Linux copies the forking process's RSS high-water mark into the child at exec, so ``ru_maxrss`` of
     a child of this (large) Python process says nothing about the tool. A host tool is therefore started
     under GNU time, a tiny C program whose own child -- the tool -- has a clean high-water mark, and the
-    peak RSS is what GNU time reports (without it, the sampled peak).
+    peak RSS is what GNU time reports (without it, the sampled peak). Its report comes through a pipe, not a
+    file: nothing is left behind however the attempt ends (a batch job killed whole takes its guard with it).
     """
     task, attempt, sampling = spec.task, spec.attempt, context.sampling
     env = dict(os.environ, **prepared.env) if prepared.env else None
     gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
     unique = f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}"
-    rss_file = os.path.join(_private_dir(), unique + ".rss")
     # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's, unless
     # the worker's own cgroup holds it to its memory already (a batch job's: clowdr.limits)
     held = held_to(spec.memory)
+    lock = place.hold(task, context.earlier_attempt_wait)
     cgroup = None if prepared.cidfile or held else TaskCgroup.create(unique, spec.memory)
-    argv = [gnu_time, "-f", "%M", "-o", rss_file] if gnu_time else []
+    report, report_end = os.pipe() if gnu_time else (None, None)    # GNU time writes into report_end
+    argv = [gnu_time, "-f", "%M", "-o", f"/proc/self/fd/{report_end}"] if gnu_time else []
     argv += cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
     oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
-    lock = place.hold(task, context.earlier_attempt_wait)
     guard = Guard.get()
     container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
     try:
@@ -385,12 +386,16 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
             started = time.perf_counter()
             proc = subprocess.Popen(argv, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
-                                    pass_fds=(lock,) if lock is not None else ())
+                                    pass_fds=tuple(fd for fd in (lock, report_end) if fd is not None))
+    except BaseException:          # nothing started
+        _close(report)
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     finally:
-        if lock is not None:
-            os.close(lock)         # the tool's processes hold it now: the lock lasts as long as any of them
+        _close(lock, report_end)   # the tool's processes hold them now: the lock lasts as long as any of them
     if guard is not None:
-        guard.watch(proc.pid, container, tuple(p for p in (gnu_time and rss_file, prepared.cidfile) if p),
+        guard.watch(proc.pid, container, (prepared.cidfile,) if prepared.cidfile else (),
                     str(cgroup.path) if cgroup else None)
     with _running_lock:
         _running[proc.pid] = (context.key, container)
@@ -405,6 +410,9 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     try:
         sampler.watch(proc.pid)
         status, rusage = _reap(proc.pid, guard)
+    except BaseException:
+        _close(report)
+        raise
     finally:
         _running.pop(proc.pid, None)
     ended = time.perf_counter()
@@ -415,8 +423,8 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
     realtime = ended - started
     samples = sampler.samples
     peak_rss = None
-    if gnu_time:
-        peak_rss, code = _read_gnu_time(rss_file, code)
+    if report is not None:
+        peak_rss, code = _read_gnu_time(report, code)
     signal_name = _signal_of(code)
     figures: dict[str, Any] = {
         "exitcode": code, "signal": signal_name,
@@ -507,15 +515,19 @@ def _gnu_time(setting: str | bool | None) -> str | None:
     return path if path and os.path.realpath(path).endswith("/time") else None
 
 
-def _read_gnu_time(path: str, code: int) -> tuple[int | None, int]:
-    """Peak RSS (bytes) and the real way the tool ended: GNU time exits 128+N when its child got signal N
-    (a negative code: GNU time itself got the signal, with its whole group, and reported nothing)."""
+def _read_gnu_time(report: int, code: int) -> tuple[int | None, int]:
+    """Peak RSS (bytes) and the real way the tool ended, from GNU time's report (the read end of its pipe, closed
+    here): GNU time exits 128+N when its child got signal N (a negative code: GNU time itself got the signal, with
+    its whole group, and reported nothing). GNU time has exited: whatever it wrote is in the pipe, and a process
+    of the tool still holding the pipe open cannot make this wait."""
     try:
-        with open(path) as handle:
-            lines = handle.read().splitlines()
-        os.remove(path)
-    except OSError:
-        return None, code
+        os.set_blocking(report, False)
+        text = os.read(report, 1 << 16).decode(errors="replace")
+    except OSError:                    # nothing written (BlockingIOError): GNU time died before its report
+        text = ""
+    finally:
+        os.close(report)
+    lines = text.splitlines()
     peak = int(lines[-1]) * 1024 if lines and lines[-1].strip().isdigit() else None
     for line in lines:
         if line.startswith("Command terminated by signal "):
@@ -555,3 +567,9 @@ def _cleanup(*paths: str | None) -> None:
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+def _close(*descriptors: int | None) -> None:
+    for fd in descriptors:
+        if fd is not None:
+            os.close(fd)

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import (DATA, EXAMPLES, LOOPBACK, finish, out_of_memory_then_twice_the_memory,
@@ -97,9 +98,13 @@ def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, pro
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     first_job = marker.read_text().strip()
+    worker = next(tool.parent().parent() for tool in psutil.process_iter(["cmdline"])
+                  if str(marker) in " ".join(tool.info["cmdline"] or []) and tool.parent().name() == "time")
     subprocess.run(["scancel", first_job], check=True)
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr
+    # the job took every process of it down, the worker's guard too: none of the worker's own files is left
+    assert not worker.is_running() and list(Path("/dev/shm").glob(f"clowdr-{worker.pid}-*")) == []
     meta = Path(stdout.strip().splitlines()[-1])
     summary = json.loads((meta / "task-0-summary.json").read_text())
     assert summary["attempt"] == 2 and summary["status"] == "succeeded"
