@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from clowdr import config, staging
+from clowdr import config, spread, staging
 from clowdr.backends import Backend, ClusterRequest, backend_for
 from clowdr.errors import InputError, LaunchStopped, RecordError
 from clowdr.monitor import Monitor, RetryPolicy, TaskState
@@ -305,9 +305,15 @@ def start(req: LocalRequest, stop: threading.Event | None = None) -> Started:
 def _record_only(started: Started, setup: bool) -> Outcome:
     """--setup, or a launch with nothing to run (``--rerun failed`` when none failed): the launch is recorded,
     no cluster is started."""
-    launch = record(started.planned, started.run)
-    for _ in launch.steps:
-        pass
+    planned, run = started.planned, started.run
+    launch = record(planned, run)
+    if setup and planned.rerun is None and spread.worth_spreading(len(planned.tasks)):
+        spread.record_tasks(run.meta, planned.tool.path.name,
+                            ((line, _workdir(planned, run, index))
+                             for index, line in zip(planned.tasks.indices, planned.tasks.lines())))
+    else:
+        for _ in launch.steps:
+            pass
     if setup:
         return Outcome(launch.run, job_script=started.planned.backend.job_script())
     log.warning("no task to run")

@@ -43,6 +43,7 @@ class RecordError(ClowdrError):
 
     def __init__(self, path: object, error: OSError) -> None:
         super().__init__(f"cannot write the provenance record: {path}: {error.strerror or error}")
+        self.path = path
         self.error = error
         self.run_id = ""          # the run it happened in, once known
 

@@ -370,9 +370,13 @@ class TaskList:
         return len(self.indices)
 
     def __iter__(self) -> Iterator[TaskPlan]:
+        return map(TaskPlan.of_line, self.lines())
+
+    def lines(self) -> Iterator[str]:
+        """Each task as its line of JSON (``TaskPlan.line``), undecoded."""
         self._spool.seek(0)
         for line in iter(self._spool.readline, ""):
-            yield TaskPlan.of_line(line)
+            yield line.rstrip("\n")
 
 
 @dataclass
@@ -395,6 +399,11 @@ def expand(tool: Tool, invocation_path: str | Path, options: Options) -> Iterato
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             raise InputError(str(path), "the invocation directory holds no invocation files")
+        from clowdr import spread
+
+        if spread.worth_spreading(len(files)):
+            yield from spread.validated(tool, files, [base_loc])
+            return
         derived: Iterable[tuple[dict[str, Any], str, str, list[str]]] = (
             (load_json(f, "invocation"), f.name, str(f), [base_loc]) for f in files)
     else:

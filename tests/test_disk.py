@@ -104,3 +104,30 @@ def test_a_full_temporary_directory_while_planning_is_one_line_and_launches_noth
     assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr
     assert str(small_disk) in lines[0] and "No space left on device" in lines[0] and "TMPDIR" in lines[0], lines[0]
     assert list(provdir.iterdir()) == []
+
+
+def test_a_disk_that_fills_up_while_worker_processes_record_a_setup_ends_it_with_one_line(small_disk, tmp_path):
+    """A --setup large enough to be recorded by worker processes (clowdr.spread; its threshold lowered here): the
+    first file one of them cannot write ends it as it would end one process, every file written is whole, and
+    ``--rerun incomplete`` records the rest once there is room."""
+    tasks = 500
+    invocations = tmp_path / "invocations"
+    invocations.mkdir()
+    for n in range(tasks):
+        (invocations / f"i{n:04d}.json").write_text(json.dumps({"seconds": 0}))
+    spread = {"DASK_CLOWDR__SETUP__SPREAD_FROM": "2"}
+    full = run_clowdr("local", DATA / "sleep.json", invocations, small_disk, "--setup", env=spread)
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in full.stderr, full.stderr
+    meta = next(small_disk.iterdir()) / "clowdr"
+    assert f"--rerun incomplete --run_id {meta.parent.name}" in lines[0]
+    assert whole_files(meta) == []
+    assert len(list(meta.glob("task-*[0-9].json"))) < tasks                  # the disk did fill up
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = run_clowdr("local", DATA / "sleep.json", invocations, small_disk, "--rerun", "incomplete",
+                       "--run_id", meta.parent.name, "--setup", env=spread)
+    assert again.returncode == 0, again.stderr
+    assert len(list(meta.glob("task-*[0-9].json"))) == tasks
+    assert whole_files(meta) == []
