@@ -155,7 +155,7 @@ def record(planned: Planned, run: RunDir) -> Launch:
                       "setup_only": req.setup}, tool.name, tool.path.name, planned.total)
     if planned.rerun is None:
         run.copy_descriptor(tool.path, tool.descriptor)
-        run.write_plan(planned.tasks)
+        run.write_plan(planned.tasks.lines())
     steps = _steps(run, planned, planned.rerun is None)
     return Launch(run, tool, steps, len(launched), req, planned.backend)
 

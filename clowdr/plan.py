@@ -15,9 +15,11 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from clowdr.errors import InputError, ScratchError
+
+Item = TypeVar("Item")
 
 #: Linux's MAX_ARG_STRLEN (32 pages of 4 KiB, the smallest page Linux has): the most bytes one argument or one
 #: environment string can hold, its terminating NUL included. A host tool's whole command line is ONE argument
@@ -473,8 +475,8 @@ def _sweep(tool: Tool, invocation: dict[str, Any], stem: str, params: list[str],
         yield derived, f"{stem}_sweep-{number}.json"
 
 
-def group(tasks: Iterable[TaskPlan], groupby: int | None) -> Iterator[list[TaskPlan]]:
-    """Batches of ``groupby`` consecutive tasks (the last one the remainder)."""
+def group(tasks: Iterable[Item], groupby: int | None) -> Iterator[list[Item]]:
+    """Batches of ``groupby`` consecutive tasks, or any items (the last batch the remainder)."""
     size = groupby or 1
     iterator = iter(tasks)
     while batch := list(itertools.islice(iterator, size)):

@@ -301,10 +301,10 @@ class RunDir:
         self.write_task(task.index, {"tool": f"{self._meta}/{descriptor}", "invocation": invocation_copy,
                                      "dataloc": task.dataloc, "taskloc": workdir})
 
-    def write_plan(self, tasks: Iterable[TaskPlan]) -> None:
-        """Every task of the run in one file, written before any of them runs: one JSON object, a task per line,
-        so that it is written and read a line at a time (a 100,000-task plan is never one string)."""
-        lines = (task.line() for task in tasks)
+    def write_plan(self, lines: Iterable[str]) -> None:
+        """Every task of the run in one file (``TaskPlan.line`` each), written before any of them runs: one JSON
+        object, a task per line, so that it is written and read a line at a time (a 100,000-task plan is never one
+        string)."""
         write_atomic(self.meta / "plan.json", itertools.chain(
             [PLAN_HEAD], (line if number == 0 else ",\n" + line for number, line in enumerate(lines)), ["\n]}\n"]))
 

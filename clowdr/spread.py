@@ -17,13 +17,12 @@ import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator
 
 from clowdr.errors import InputError, RecordError
-from clowdr.plan import TaskPlan, Tool, load_json, load_tool
+from clowdr.plan import TaskPlan, Tool, group, load_json, load_tool
 
 CHUNK = 500                         # invocations per message to a worker
-Item = TypeVar("Item")
 _tool: Tool | None = None           # in a worker: the launch's tool, loaded once
 
 
@@ -37,7 +36,7 @@ def worth_spreading(count: int) -> bool:
 def validated(tool: Tool, files: list[Path], dataloc: list[str]) -> Iterator[TaskPlan]:
     """The tasks of a directory of invocation files, in order, each validated as ``Tool.check_invocation`` does;
     InputError for the first fault."""
-    chunks = _chunked((index, str(path), f"{path} ({path.name})") for index, path in enumerate(files))
+    chunks = group(((index, str(path), f"{path} ({path.name})") for index, path in enumerate(files)), CHUNK)
     for result in _in_order(_validate_chunk, chunks, str(tool.path), dataloc):
         if isinstance(result, str):
             raise InputError("", result)
@@ -47,29 +46,17 @@ def validated(tool: Tool, files: list[Path], dataloc: list[str]) -> Iterator[Tas
 def record_tasks(meta: Path, descriptor: str, entries: Iterable[tuple[str, str | None]]) -> None:
     """Write each task's own files (``RunDir.record_task``) for ``entries``: (its plan line, its working
     directory); RecordError for the first file that cannot be written."""
-    chunks = _chunked(entries)
-    for fault in _in_order(_record_chunk, chunks, str(meta), descriptor):
+    for fault in _in_order(_record_chunk, group(entries, CHUNK), str(meta), descriptor):
         if fault is not None:
             path, number, message = fault
             raise RecordError(path, OSError(number, message))
-
-
-def _chunked(entries: Iterable[Item]) -> Iterator[list[Item]]:
-    chunk: list[Item] = []
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _in_order(work: Callable[..., Any], chunks: Iterable[list[Any]], *common: Any) -> Iterator[Any]:
     """``work(chunk, *common)`` for every chunk in worker processes, a few chunks ahead, results in order."""
     workers = min(os.cpu_count() or 1, 8)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_ignore_interrupts)
+                               initializer=_start_worker)
     pending: deque[Future] = deque()
     try:
         for chunk in chunks:
@@ -82,7 +69,8 @@ def _in_order(work: Callable[..., Any], chunks: Iterable[list[Any]], *common: An
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_interrupts() -> None:
+def _start_worker() -> None:
+    """Ctrl-C is the launch's own process's to answer; what a launch does without, a worker does without."""
     from clowdr.lean import skip_unused_imports
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
