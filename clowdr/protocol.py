@@ -48,6 +48,7 @@ class RunContext:
     log_chunk: int                    # bytes per log message, at most
     log_interval: float               # seconds between shipments of new log bytes
     earlier_attempt_wait: float       # seconds an attempt waits for an earlier one's processes to end
+    job_signal_wait: float            # seconds a batch worker waits before recording a tool a signal ended
 
     @classmethod
     def of(cls, run_id: str, backend: str, descriptor: dict[str, Any], volumes: list[str], user: bool,
@@ -62,7 +63,8 @@ class RunContext:
                    sampling=config.sampling_settings(), retire_margin=retire_margin,
                    scratch=config.get("worker.scratch"), log_chunk=int(config.get("worker.log-chunk")),
                    log_interval=float(config.get("worker.log-interval")),
-                   earlier_attempt_wait=float(config.get("worker.earlier-attempt-wait")))
+                   earlier_attempt_wait=float(config.get("worker.earlier-attempt-wait")),
+                   job_signal_wait=float(config.get("worker.job-signal-wait")))
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,11 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
             break                  # the launch is being stopped: the rest of the parcel is withdrawn with it
         spec = TaskSpec.from_wire(wire)
         record = run_task(spec, builder, emit, context, job_id)
+        if job_id and record.get("failure") == Failure.SIGNAL and context.key not in _stopped_launches:
+            # A scheduler ending the whole job (scancel, walltime, preemption) signals the tool a moment before
+            # this worker: given that moment, the worker goes first and the task is worker-lost (and retried)
+            # rather than a tool killed by a signal.
+            time.sleep(context.job_signal_wait)
         emit(Ended(spec.task, spec.attempt, record).to_wire())
         records.append(record)
         if job_id and spec.memory and record.get("failure") == Failure.OUT_OF_MEMORY:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -83,7 +84,10 @@ def test_suggested_resources_set_the_request_when_nothing_else_does(slurm, clowd
     assert "#SBATCH --cpus-per-task=1" in overridden.stdout
 
 
-def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, provdir, tmp_path):
+@pytest.mark.parametrize("tool_first", [False, True], ids=["scancel", "tool-signalled-first"])
+def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, provdir, tmp_path, tool_first):
+    """SLURM signals a job's processes deepest first: the tool a moment before its worker. tool-signalled-first
+    stretches that moment (the tool's process group, then scancel): the task is still worker-lost, not signal."""
     marker = tmp_path / "started-once"
     descriptor = write_json(tmp_path / "slow.json", {
         "name": "slow-once", "tool-version": "1", "schema-version": "0.5", "description": "slow the first time",
@@ -98,8 +102,11 @@ def test_a_worker_job_scancelled_mid_task_runs_the_task_again(slurm, clowdr, pro
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     first_job = marker.read_text().strip()
-    worker = next(tool.parent().parent() for tool in psutil.process_iter(["cmdline"])
-                  if str(marker) in " ".join(tool.info["cmdline"] or []) and tool.parent().name() == "time")
+    gnu_time = next(tool.parent() for tool in psutil.process_iter(["cmdline"])
+                    if str(marker) in " ".join(tool.info["cmdline"] or []) and tool.parent().name() == "time")
+    worker = gnu_time.parent()
+    if tool_first:
+        os.killpg(gnu_time.pid, signal.SIGTERM)     # the tool's process group: GNU time leads it
     subprocess.run(["scancel", first_job], check=True)
     stdout, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr
