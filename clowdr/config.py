@@ -1,6 +1,7 @@
 """Defaults live in configs/clowdr.yaml, merged under the user's own dask config."""
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,29 @@ _loaded = False
 _UNSET = object()
 
 
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULTS.read_text())
+
+
 def load_defaults() -> None:
     """Register clowdr's packaged defaults with dask.config once (user settings keep precedence)."""
     global _loaded
     if not _loaded:
-        dask.config.update_defaults(yaml.safe_load(DEFAULTS.read_text()))
+        dask.config.update_defaults(copy.deepcopy(_defaults()))
         _loaded = True
 
 
 def get(key: str) -> Any:
     """Return the setting ``clowdr.<key>`` (dotted), defaults included."""
     load_defaults()
-    return dask.config.get(f"clowdr.{key}")
+    try:
+        return dask.config.get(f"clowdr.{key}")
+    except KeyError:
+        # A ``dask.config.set`` of a clowdr key made before the defaults were loaded removes, as it ends, the key
+        # it made, with the defaults loaded under it meanwhile: they go back, under the user's settings.
+        dask.config.update(dask.config.config, copy.deepcopy(_defaults()), priority="old")
+        return dask.config.get(f"clowdr.{key}")
 
 
 @lru_cache(maxsize=1)
@@ -55,4 +67,4 @@ def container_settings(volumes: list[str], user: bool, simg: str | None) -> dict
 
 def sampling_settings() -> dict[str, Any]:
     """What the worker needs to know about measuring a tool."""
-    return {key: get(f"monitor.{key}") for key in ("first-interval", "max-interval", "gnu-time")}
+    return {key: get(f"monitor.{key}") for key in ("first-interval", "max-interval")}

@@ -335,3 +335,15 @@ def test_commands_read_every_configuration_file_the_same_through_libyaml():
                                 cwd=ROOT).stdout.split("\n", 1) for how in ("c", "python")}
     assert read["c"][0] == "clowdr.lean" and read["python"][0] == "yaml"
     assert read["c"][1] == read["python"][1] and "clowdr" in json.loads(read["c"][1])
+
+
+def test_a_setting_made_before_clowdrs_defaults_were_read_does_not_take_them_away():
+    """``dask.config.set`` removes, as it ends, a key it made: made before clowdr read its defaults (a notebook
+    setting one clowdr key before anything of clowdr ran), that took every default under it for good."""
+    script = ("import dask.config, clowdr.config\n"
+              "with dask.config.set({'clowdr.setup.spread-from': 2}):\n"
+              "    assert clowdr.config.get('setup.spread-from') == 2\n"
+              "print(clowdr.config.get('setup.spread-from'), clowdr.config.get('worker.log-chunk'))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["10000", "65536"]
