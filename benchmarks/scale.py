@@ -7,7 +7,8 @@ Prints, each measured in this run:
 - ``--setup`` of N invocations (a directory of N files) against the floor: a plain Python loop writing the same
   number of small JSON files clowdr writes for them (a task file and an invocation copy each) on the same disk,
   alternated, and the median of the ratios;
-- the client's peak RSS (GNU time's %M of the ``clowdr local`` process, which hosts the Dask scheduler) for runs
+- the client's peak RSS (``wait4``'s figure for the ``clowdr local`` process, which hosts the Dask scheduler,
+  started by clowdr's own spawner so that the figure is that process's, not this script's) for runs
   of trivial tasks of each size, and its growth between the sizes;
 - ``--rerun failed`` on the largest of those runs, where nothing failed: the whole command's time.
 """
@@ -17,11 +18,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from clowdr.spawner import Spawner
 
 DESCRIPTOR = {
     "name": "trivial", "tool-version": "1", "schema-version": "0.5", "description": "echo a number",
@@ -43,17 +45,19 @@ def invocations(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def clowdr(*args: str | Path) -> tuple[float, int, str]:
-    """(seconds, peak RSS in KiB, stdout) of one clowdr command under GNU time."""
-    report = tempfile.NamedTemporaryFile(delete=False)
-    started = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, sys.executable, "-m", "clowdr",
-                           *map(str, args)], capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    peak = int(Path(report.name).read_text().split()[-1])
-    os.unlink(report.name)
-    if done.returncode != 0:            # every task of these runs succeeds: anything else is no measurement
-        sys.exit(f"clowdr failed ({done.returncode}): {done.stderr[-2000:]}")
-    return seconds, peak, done.stdout
+    """(seconds, peak RSS in KiB, stdout) of one clowdr command."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        command = Spawner.get().start([sys.executable, "-m", "clowdr", *map(str, args)], os.getcwd(), dict(os.environ),
+                                      out.fileno(), err.fileno())
+        command.ended(None)
+        status, usage = command.result()
+        seconds = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:   # every task of these runs succeeds: anything else is no measurement
+            err.seek(0)
+            sys.exit(f"clowdr failed ({os.waitstatus_to_exitcode(status)}): {err.read()[-2000:].decode()}")
+        out.seek(0)
+        return seconds, usage.max_rss // 1024, out.read().decode()
 
 
 def floor(target: Path, tasks: int) -> float:

@@ -5,7 +5,7 @@ out-of-memory kill is told truly.
 The cgroup is made under this process's own: in the cgroup v1 memory hierarchy, or in the unified (v2) one
 (where a memory limit needs the memory controller enabled for children there). The tool's shell writes its own
 pid into it before it runs the tool's command, so everything the command starts is in it; when the tool ends,
-whatever is left in it is killed, and the worker's guard does the same if the worker dies first. With a limit
+whatever is left in it is killed, and the worker's spawner does the same if the worker dies first. With a limit
 the kernel kills the tool when it is reached, and the cgroup's own counters then say so (``oom_kill``) and give
 the peak. Where no such cgroup can be made, tools are still stopped by process group (a ``setsid`` daemon then
 escapes), and a limit cannot be enforced: said once, and the attempt runs without it.
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from functools import lru_cache
 from pathlib import Path
+
+from clowdr.spawner import remove_cgroup
 
 log = logging.getLogger("clowdr")
 ROOT = Path("/sys/fs/cgroup")
@@ -143,28 +144,6 @@ class TaskCgroup:
     def remove(self) -> None:
         """Kill whatever is left in it (a process forking meanwhile is caught by the next pass), then remove it."""
         remove_cgroup(str(self.path))
-
-
-def remove_cgroup(path: str) -> None:
-    """Kill every process in the cgroup at ``path``, then remove it (also the guard's way, by path)."""
-    for _ in range(20):
-        try:
-            with open(f"{path}/cgroup.procs") as handle:
-                pids = handle.read().split()
-        except OSError:
-            return
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(int(pid), 9)
-            except OSError:
-                pass
-        time.sleep(0.005)
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def oom_kills() -> int | None:

@@ -6,9 +6,6 @@ CPU % is computed from CPU-time deltas against the tool's start, so the first sa
 from __future__ import annotations
 
 import logging
-import os
-import select
-import threading
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -47,9 +44,8 @@ class Totals(NamedTuple):
 class ProcessTree:
     """The live processes under a root pid (children reaped by the tree count through their parent)."""
 
-    def __init__(self, pid: int, skip_root: bool = False) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.skip_root = skip_root      # the root is a measuring wrapper (GNU time), not the tool
         self._cache: dict[int, psutil.Process] = {}
 
     def _process(self, pid: int) -> psutil.Process:
@@ -60,8 +56,7 @@ class ProcessTree:
 
     def members(self) -> list[psutil.Process]:
         root = self._process(self.pid)
-        children = root.children(recursive=True)
-        return children if self.skip_root else [root, *children]
+        return [root, *root.children(recursive=True)]
 
     def totals(self) -> Totals | None:
         try:
@@ -212,8 +207,8 @@ def _cgroup_io(dirs: dict[str, Path]) -> tuple[int, int] | None:
 class Sampler:
     """Samples a target while its tool runs, and stops the moment the tool exits, not at the next tick.
 
-    Where the kernel gives a process file descriptor (Linux 5.3+), the thread that waits for the tool samples it
-    between waits: a short tool costs no thread of its own, nor the GIL hand-offs of starting and joining one.
+    The thread that waits for the tool samples it between waits: a short tool costs no thread of its own, nor
+    the GIL hand-offs of starting and joining one.
     """
 
     def __init__(self, target: ProcessTree | DockerContainer, started: float, emit: Callable[[list[Sample]], None],
@@ -227,28 +222,9 @@ class Sampler:
         self.last: Totals | None = None
         self._prev = (started, 0.0)
 
-    def watch(self, pid: int) -> None:
-        """Sample until process ``pid`` (a child of this process) has exited; it is left for its parent to reap."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):          # an older kernel: a thread samples while this one waits
-            stopped = threading.Event()
-            thread = threading.Thread(target=self._sample_until, args=(stopped.wait,), name="clowdr-sampler",
-                                      daemon=True)
-            thread.start()
-            try:
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-            finally:
-                stopped.set()
-                thread.join()
-            return
-        try:
-            self._sample_until(lambda seconds: bool(select.select([pidfd], [], [], seconds)[0]))
-        finally:
-            os.close(pidfd)
-
-    def _sample_until(self, ended: Callable[[float], bool]) -> None:
-        """Take a sample after each interval that passes without ``ended(interval)`` saying the tool is over."""
+    def sample_until(self, ended: Callable[[float], bool]) -> None:
+        """Take a sample after each interval that passes without ``ended(interval)`` saying the tool is over
+        (``ended`` waits up to that long to know, and returns the moment it does)."""
         interval, sampling = self.first_interval, True
         while not ended(interval):
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -29,12 +30,14 @@ skip_unused_imports()     # before Boutiques, hence jsonschema, is imported: thi
 from clowdr import channel  # noqa: E402
 from clowdr.backends import backend_class  # noqa: E402
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
-from clowdr.guard import Guard  # noqa: E402
 from clowdr.limits import TaskCgroup, held_to, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
+from clowdr.spawner import Spawner, SpawnError  # noqa: E402
 from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
 from clowdr.timestamps import iso  # noqa: E402
+
+log = logging.getLogger("clowdr")
 
 Emit = Callable[[dict[str, Any]], None]
 STREAMS = ("stdout", "stderr")
@@ -86,14 +89,17 @@ def dask_setup(worker: Any) -> None:
     A worker process of its own (under a nanny) leaves the terminal's process group: a Ctrl-C reaches only the
     client, which stops the running tools through ``stop_running_tools`` and shuts the workers down in order.
     A worker without a nanny is a thread of the client (or the job script's own process): it stays where it is.
-    The process's guard (``clowdr.guard``) stops the tools if the process dies instead.
+    The process's spawner (``clowdr.spawner``) stops the tools if the process dies instead.
     """
     if getattr(worker, "nanny", None):
         try:
             os.setpgid(0, 0)
         except OSError:   # already a group or session leader
             pass
-    Guard.get()       # started now rather than with the first task
+    try:
+        Spawner.get()     # started now rather than with the first task
+    except SpawnError as exc:   # each task will say so
+        log.warning("%s", exc)
 
 
 def builder_for(context: RunContext) -> CommandBuilder:
@@ -362,77 +368,57 @@ class LogShipper:
 
 def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: Emit,
                        context: RunContext) -> tuple[list[Sample], dict[str, Any]]:
-    """Spawn, sample until exit, and take exact CPU time and block I/O from ``os.wait4``.
-
-    Linux copies the forking process's RSS high-water mark into the child at exec, so ``ru_maxrss`` of
-    a child of this (large) Python process says nothing about the tool. A host tool is therefore started
-    under GNU time, a tiny C program whose own child -- the tool -- has a clean high-water mark, and the
-    peak RSS is what GNU time reports (without it, the sampled peak). Its report comes through a pipe, not a
-    file: nothing is left behind however the attempt ends (a batch job killed whole takes its guard with it).
-    """
+    """Spawn (through this process's spawner, whose small size makes the tool's peak RSS true), sample until
+    the tool exits, and take exact CPU time, peak RSS and block I/O from its ``wait4``."""
     task, attempt, sampling = spec.task, spec.attempt, context.sampling
-    env = dict(os.environ, **prepared.env) if prepared.env else None
-    gnu_time = None if prepared.cidfile else _gnu_time(sampling.get("gnu-time", "auto"))
-    unique = f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}"
+    env = dict(os.environ, **prepared.env)
     # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's, unless
     # the worker's own cgroup holds it to its memory already (a batch job's: clowdr.limits)
     held = held_to(spec.memory)
+    spawner = Spawner.get()
     lock = place.hold(task, context.earlier_attempt_wait)
-    cgroup = None if prepared.cidfile or held else TaskCgroup.create(unique, spec.memory)
-    report, report_end = os.pipe() if gnu_time else (None, None)    # GNU time writes into report_end
-    argv = [gnu_time, "-f", "%M", "-o", f"/proc/self/fd/{report_end}"] if gnu_time else []
-    argv += cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
+    cgroup = (None if prepared.cidfile or held else
+              TaskCgroup.create(f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}", spec.memory))
     oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
-    guard = Guard.get()
     container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
     try:
         with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
             shipper = place.shipper(emit, task, attempt, context)
             started = time.perf_counter()
-            proc = subprocess.Popen(argv, cwd=place.workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True,
-                                    pass_fds=tuple(fd for fd in (lock, report_end) if fd is not None))
+            argv = cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
+            tool = spawner.start(argv, place.workdir, env, out.fileno(), err.fileno(),
+                                 keep=() if lock is None else (lock,), cgroup=str(cgroup.path) if cgroup else None,
+                                 container=container, files=(prepared.cidfile,) if prepared.cidfile else ())
     except BaseException:          # nothing started
-        _close(report)
         if cgroup is not None:
             cgroup.remove()
         raise
     finally:
-        _close(lock, report_end)   # the tool's processes hold them now: the lock lasts as long as any of them
-    if guard is not None:
-        guard.watch(proc.pid, container, (prepared.cidfile,) if prepared.cidfile else (),
-                    str(cgroup.path) if cgroup else None)
+        _close(lock)               # the tool's processes hold it now: the lock lasts as long as any of them
     with _running_lock:
-        _running[proc.pid] = (context.key, container)
+        _running[tool.pid] = (context.key, container)
         withdrawn = context.key in _stopped_launches
     if withdrawn:               # its launch was stopped while it started: it goes the way the others went
-        os.killpg(proc.pid, signal.SIGTERM)
-    target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(proc.pid, bool(gnu_time))
+        os.killpg(tool.pid, signal.SIGTERM)
+    target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(tool.pid)
     sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
                       sampling["first-interval"], sampling["max-interval"])
     if shipper is not None:
         shipper.start()
     try:
-        sampler.watch(proc.pid)
-        status, rusage = _reap(proc.pid, guard)
-    except BaseException:
-        _close(report)
-        raise
+        sampler.sample_until(tool.ended)
+        status, usage = tool.result()
     finally:
-        _running.pop(proc.pid, None)
+        _running.pop(tool.pid, None)
     ended = time.perf_counter()
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
     if shipper is not None:
         shipper.finish()
     wall_end = time.time()
     realtime = ended - started
     samples = sampler.samples
-    peak_rss = None
-    if report is not None:
-        peak_rss, code = _read_gnu_time(report, code)
-    signal_name = _signal_of(code)
     figures: dict[str, Any] = {
-        "exitcode": code, "signal": signal_name,
+        "exitcode": code, "signal": _signal_of(code),
         "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
         "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
         "samples": len(samples), "memory_limit": spec.memory,
@@ -443,16 +429,19 @@ def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: E
         figures.update(_container_figures(sampler, prepared.cidfile, sampled_peak, realtime))
         _cleanup(prepared.cidfile, prepared.script)
         return samples, figures
-    cpu = rusage.ru_utime + rusage.ru_stime
-    peak_rss = max(peak_rss or 0, sampled_peak or 0) or None
+    cpu = usage.user_time + usage.system_time
+    peak_rss = max(usage.peak_rss or 0, sampled_peak or 0) or None
     figures.update(
-        user_time=round(rusage.ru_utime, 6), system_time=round(rusage.ru_stime, 6), cpu_time=round(cpu, 6),
+        # a tool that stayed within the spawner's own size: its peak is known to be at most that (and at least
+        # any sample's)
+        peak_rss_at_most=None if usage.peak_rss else usage.floor,
+        user_time=round(usage.user_time, 6), system_time=round(usage.system_time, 6), cpu_time=round(cpu, 6),
         cpu_percent=round(cpu / realtime * 100, 1) if realtime > 0 else None,
         peak_rss=peak_rss,
         # a tool's address space holds at least what was resident: a late peak the samples missed counts
         peak_vmem=max(figures["peak_vmem"] or 0, peak_rss or 0) or None,
-        read_bytes=max(rusage.ru_inblock * 512, max((s.read_bytes for s in samples), default=0)),
-        write_bytes=max(rusage.ru_oublock * 512, max((s.write_bytes for s in samples), default=0)),
+        read_bytes=max(usage.read_blocks * 512, max((s.read_bytes for s in samples), default=0)),
+        write_bytes=max(usage.write_blocks * 512, max((s.write_bytes for s in samples), default=0)),
         measured="process-tree",
     )
     _cleanup(prepared.script)
@@ -490,54 +479,6 @@ def _memory_verdict(cgroup: TaskCgroup | None, code: int, oom_kills_before: int 
             return {"oom_killed": True, "error": f"killed for its memory: the job's limit {held // MIB} MiB reached"}
         return {"oom_killed": True, "error": "killed by SIGKILL while the kernel's OOM killer ran: out of memory"}
     return {}
-
-
-def _reap(pid: int, guard: Guard | None) -> tuple[int, Any]:
-    """Wait for the tool, stop whatever it left running in its process group, then collect it.
-
-    Waiting without reaping (WNOWAIT) keeps the exited leader's pid, hence its group id, from being reused
-    until the guard has been told: a group id the guard would kill always names this tool's group.
-    """
-    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    try:
-        os.killpg(pid, signal.SIGKILL)          # nothing of an attempt outlives it (background children)
-    except OSError:
-        pass
-    if guard is not None:
-        guard.release(pid)
-    _, status, rusage = os.wait4(pid, 0)
-    return status, rusage
-
-
-@lru_cache(maxsize=4)
-def _gnu_time(setting: str | bool | None) -> str | None:
-    """GNU time (Debian package ``time``): ``auto`` finds it, a path names it, false/none disables it."""
-    if setting in (False, None) or str(setting).lower() in ("false", "none", "no", "off"):
-        return None
-    if setting not in (True, "auto"):
-        return str(setting)
-    path = shutil.which("time", path="/usr/bin:/bin:/usr/local/bin")
-    return path if path and os.path.realpath(path).endswith("/time") else None
-
-
-def _read_gnu_time(report: int, code: int) -> tuple[int | None, int]:
-    """Peak RSS (bytes) and the real way the tool ended, from GNU time's report (the read end of its pipe, closed
-    here): GNU time exits 128+N when its child got signal N (a negative code: GNU time itself got the signal, with
-    its whole group, and reported nothing). GNU time has exited: whatever it wrote is in the pipe, and a process
-    of the tool still holding the pipe open cannot make this wait."""
-    try:
-        os.set_blocking(report, False)
-        text = os.read(report, 1 << 16).decode(errors="replace")
-    except OSError:                    # nothing written (BlockingIOError): GNU time died before its report
-        text = ""
-    finally:
-        os.close(report)
-    lines = text.splitlines()
-    peak = int(lines[-1]) * 1024 if lines and lines[-1].strip().isdigit() else None
-    for line in lines:
-        if line.startswith("Command terminated by signal "):
-            return peak, -int(line.rsplit(" ", 1)[1])
-    return peak, code
 
 
 def _container_figures(sampler: Sampler, cidfile: str, sampled_peak: int | None, realtime: float) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run the whole suite: the command CI runs (.ci/run) and the
-# README's second command. Debian packages: GNU time (clean peak RSS), docker.io + busybox-static +
-# bubblewrap (a real Docker engine and a local image; the test fixture starts and stops dockerd itself).
+# README's second command. Debian packages: docker.io + busybox-static + bubblewrap (a real Docker engine
+# and a local image; the test fixture starts and stops dockerd itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(time docker.io busybox-static bubblewrap)
+packages=(docker.io busybox-static bubblewrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -153,12 +153,6 @@ def test_a_client_killed_outright_leaves_no_tool_and_a_run_share_calls_interrupt
 
     tasks = load_tasks(provdir)
     assert list(tasks["status"]) == ["interrupted"]                 # not "running" forever
-    assert scratch_files_of(started) == []
-
-
-def scratch_files_of(pids: list[int]) -> list[Path]:
-    """clowdr's own small files (GNU time's report) left behind by the worker processes ``pids``."""
-    return [path for pid in pids for path in Path("/dev/shm").glob(f"clowdr-{pid}-*")]
 
 
 def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_path, provdir):
@@ -171,15 +165,14 @@ def test_workers_killed_mid_task_leave_no_tool_and_each_retry_runs_alone(tmp_pat
     for _ in range(3):
         pid = tool_pid(tmp_path, after=pid)
         tools.append(pid)
-        gnu_time = psutil.Process(pid).parent()
-        worker = gnu_time.parent()                                  # sh -> GNU time -> the Dask worker
+        spawner = psutil.Process(pid).parent()
+        worker = spawner.parent()                                   # sh -> the worker's spawner -> the Dask worker
         assert "python" in worker.name()
         if len(tools) == 3:
             (tmp_path / "quick").touch()                          # the next attempt ends at once
         worker.kill()
         # the next attempt (same marker) may already run: this attempt's own processes must be gone
-        assert gone([pid, gnu_time.pid]) == [], "the killed worker's tool still runs"
-        assert scratch_files_of([worker.pid]) == []
+        assert gone([pid, spawner.pid]) == [], "the killed worker's tool still runs"
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     meta = Path(stdout.strip().splitlines()[-1])
