@@ -158,6 +158,21 @@ def _write_bytes(fd: int, data: bytes) -> None:
 
 #: one encoder for every record (``json.dumps`` with an option builds a new one per call: a summary has ~40 values)
 _encode = json.JSONEncoder(default=str).encode
+_encode_string = json.encoder.encode_basestring_ascii
+
+
+def _encode_value(value: Any) -> str:
+    """What ``_encode`` gives, sooner for the scalars most values are (it sets up the C encoder for each one)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and value - value == 0:           # finite: json writes nan and infinities its own way
+        return float.__repr__(value)
+    return _encode(value)
 
 
 def write_json(path: Path | str, data: Any) -> None:
@@ -165,7 +180,8 @@ def write_json(path: Path | str, data: Any) -> None:
     flat records clowdr keeps (a usage series stays one line instead of one number per line), and written by
     json's C encoder, which ``indent`` turns off (a 100,000-task --setup spent a fifth of its time indenting)."""
     if isinstance(data, dict) and data:
-        text = "{\n" + ",\n".join(f"  {_encode(str(key))}: {_encode(value)}" for key, value in data.items()) + "\n}\n"
+        text = "{\n" + ",\n".join(f"  {_encode_string(str(key))}: {_encode_value(value)}"
+                                   for key, value in data.items()) + "\n}\n"
     else:
         text = _encode(data) + "\n"
     write_atomic(path, text)

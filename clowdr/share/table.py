@@ -37,12 +37,13 @@ MIB = 1024 * 1024
 COLUMNS = (
     "run_id", "task", "status", "exitcode", "failure", "attempt", "attempts",
     "submit_time", "start_time", "end_time", "queue_wait", "duration",
-    "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem", "read_bytes", "write_bytes",
-    "hostname", "worker", "backend", "job_id", "command", "container_image", "exit_description", "error", "signal",
+    "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_rss_upper_bound", "peak_vmem",
+    "read_bytes", "write_bytes", "hostname", "worker", "backend", "job_id", "command", "container_image", "exit_description", "error", "signal",
     "peak_cpu", "requested_cpus", "requested_memory", "requested_walltime", "tool", "tool_version", "format", "meta",
 )
 #: Summary keys copied as they are (the other columns are derived).
-COPIED = ("exitcode", "failure", "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss", "peak_vmem",
+COPIED = ("exitcode", "failure", "cpu_time", "user_time", "system_time", "cpu_percent", "peak_rss",
+          "peak_rss_upper_bound", "peak_vmem",
           "read_bytes", "write_bytes", "hostname", "worker", "backend", "job_id", "command", "container_image",
           "exit_description", "error", "signal")
 NUMERIC = ("cpu_time", "user_time", "system_time", "cpu_percent", "duration", "peak_cpu")

@@ -558,6 +558,8 @@ def _used(record: Any) -> dict[str, str]:
     if _present(record.get("cpu_time")):
         cpu.append(f"{seconds_text(float(record['cpu_time']))} CPU time")
     memory = _mib(record.get("peak_rss"))
+    if memory and record.get("peak_rss_upper_bound") is True:     # the tool stayed within its spawner's size
+        memory = f"at most {memory}"
     return {"cpu": ", ".join(cpu) or "not measured",
             "memory": f"{memory} peak" if memory else "not measured",
             "walltime": seconds_text(float(record["duration"])) if _present(record.get("duration")) else "not measured"}
