@@ -32,8 +32,8 @@ from clowdr.backends import backend_class  # noqa: E402
 from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetupError, find_outputs  # noqa: E402
 from clowdr.limits import TaskCgroup, held_to, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
-from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sample, Sampler  # noqa: E402
-from clowdr.spawner import Spawner, SpawnError  # noqa: E402
+from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sampler  # noqa: E402
+from clowdr.spawner import Spawner, SpawnError, Tool  # noqa: E402
 from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
 from clowdr.timestamps import iso  # noqa: E402
 
@@ -136,24 +136,35 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
         raise Reschedule()
     builder = builder_for(context)
     job_id = backend.worker_job_id()
-    records = []
+    records: list[dict[str, Any]] = []
+    ended: Attempt | None = None         # its tool has ended; its record is made while the next tool runs
     for wire in specs:
         if context.key in _stopped_launches:
             break                  # the launch is being stopped: the rest of the parcel is withdrawn with it
-        spec = TaskSpec.from_wire(wire)
-        record = run_task(spec, builder, emit, context, job_id)
-        if job_id and record.get("failure") == Failure.SIGNAL and context.key not in _stopped_launches:
-            # A scheduler ending the whole job (scancel, walltime, preemption) signals the tool a moment before
-            # this worker: given that moment, the worker goes first and the task is worker-lost (and retried)
-            # rather than a tool killed by a signal.
-            time.sleep(context.job_signal_wait)
-        emit(Ended(spec.task, spec.attempt, record).to_wire())
-        records.append(record)
-        if job_id and spec.memory and record.get("failure") == Failure.OUT_OF_MEMORY:
-            # its retry asks for a bigger job; this one ends, so that the scheduler's record of it shows the
-            # out-of-memory kill (SLURM: OUT_OF_MEMORY) rather than a cancellation at the end of the run
-            _leave_job("a task outgrew the job's memory")
+        attempt = Attempt.begin(TaskSpec.from_wire(wire), builder, emit, context, job_id)
+        if ended is not None:
+            records.append(_recorded(ended, emit, context, job_id))
+        attempt.wait()
+        ended = attempt
+    if ended is not None:
+        records.append(_recorded(ended, emit, context, job_id))
     return records
+
+
+def _recorded(attempt: "Attempt", emit: Emit, context: RunContext, job_id: str | None) -> dict[str, Any]:
+    """An ended attempt's record, sent to the client."""
+    record, spec = attempt.finish(), attempt.spec
+    if job_id and record.get("failure") == Failure.SIGNAL and context.key not in _stopped_launches:
+        # A scheduler ending the whole job (scancel, walltime, preemption) signals the tool a moment before
+        # this worker: given that moment, the worker goes first and the task is worker-lost (and retried)
+        # rather than a tool killed by a signal.
+        time.sleep(context.job_signal_wait)
+    emit(Ended(spec.task, spec.attempt, record).to_wire())
+    if job_id and spec.memory and record.get("failure") == Failure.OUT_OF_MEMORY:
+        # its retry asks for a bigger job; this one ends, so that the scheduler's record of it shows the
+        # out-of-memory kill (SLURM: OUT_OF_MEMORY) rather than a cancellation at the end of the run
+        _leave_job("a task outgrew the job's memory")
+    return record
 
 
 def _leave_job(why: str) -> None:
@@ -183,39 +194,77 @@ def _leave_job(why: str) -> None:
 def run_task(spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunContext,
              job_id: str | None = None) -> dict[str, Any]:
     """Run one task to completion and return its record (figures, command, outputs, usage samples)."""
-    task, attempt = spec.task, spec.attempt
-    place = Place.of(spec, context)
-    record: dict[str, Any] = {"task": task, "attempt": attempt, "hostname": socket.gethostname(),
-                              "worker": worker_name(), "backend": context.backend, "job_id": job_id,
-                              "workdir": place.workdir}
-    if not place.shared:
-        record["outputs_host"] = record["hostname"]
-    wall_start = time.time()
-    record.update(start_time=iso(wall_start), launchtime=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_start)))
-    emit(Started(task, attempt, record["start_time"], record["hostname"], record["worker"], job_id).to_wire())
-    try:
-        os.makedirs(place.workdir, exist_ok=True)
-        _stage_in(spec, place.workdir, record)
-        prepared = builder.prepare(spec.invocation, place.workdir, _private_dir())
-        record.update(command=prepared.command, launch_command=prepared.launch,
-                      container_image=prepared.container_image, container_engine=prepared.container_engine)
-        samples, figures = _spawn_and_measure(prepared, place, spec, emit, context)
-    except Exception as exc:  # the tool never started: record why, keep the run going
-        failure = (Failure.STAGING_ERROR if isinstance(exc, StagingError)
-                   else Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container
-                   else Failure.SETUP_ERROR)
-        record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
-                      end_time=iso(time.time()), duration=0.0, realtime=0.0, usage=[], outputs=[],
-                      missing_outputs=[])
-        place.finish_logs(emit, task, attempt, context)
+    attempt = Attempt.begin(spec, builder, emit, context, job_id)
+    attempt.wait()
+    return attempt.finish()
+
+
+class Attempt:
+    """One attempt of a task on this worker, in three steps, so that a parcel's next tool already runs while the
+    last one's record is made (that work then costs a short tool's slot no time): ``begin`` sets it up and
+    starts its tool, ``wait`` samples the tool until it ends, ``finish`` makes the record."""
+
+    def __init__(self, spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunContext,
+                 job_id: str | None) -> None:
+        self.spec, self.builder, self.emit, self.context = spec, builder, emit, context
+        self.place = Place.of(spec, context)
+        self.record: dict[str, Any] = {"task": spec.task, "attempt": spec.attempt, "hostname": socket.gethostname(),
+                                       "worker": worker_name(), "backend": context.backend, "job_id": job_id,
+                                       "workdir": self.place.workdir}
+        if not self.place.shared:
+            self.record["outputs_host"] = self.record["hostname"]
+        self.prepared: Prepared | None = None
+        self.running: Running | None = None
+        self.setup_error: Exception | None = None
+
+    @classmethod
+    def begin(cls, spec: TaskSpec, builder: CommandBuilder, emit: Emit, context: RunContext,
+              job_id: str | None) -> "Attempt":
+        attempt = cls(spec, builder, emit, context, job_id)
+        record, place = attempt.record, attempt.place
+        wall_start = time.time()
+        record.update(start_time=iso(wall_start),
+                      launchtime=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_start)))
+        emit(Started(spec.task, spec.attempt, record["start_time"], record["hostname"], record["worker"],
+                     job_id).to_wire())
+        try:
+            os.makedirs(place.workdir, exist_ok=True)
+            _stage_in(spec, place.workdir, record)
+            prepared = attempt.prepared = builder.prepare(spec.invocation, place.workdir, _private_dir())
+            record.update(command=prepared.command, launch_command=prepared.launch,
+                          container_image=prepared.container_image, container_engine=prepared.container_engine)
+            attempt.running = Running.start(prepared, place, spec, emit, context)
+        except Exception as exc:  # the tool never started: recorded as such, the run goes on
+            attempt.setup_error = exc
+        return attempt
+
+    def wait(self) -> None:
+        if self.running is not None:
+            try:
+                self.running.wait()
+            except Exception as exc:
+                self.running, self.setup_error = None, exc
+
+    def finish(self) -> dict[str, Any]:
+        spec, place, record, prepared = self.spec, self.place, self.record, self.prepared
+        if self.running is None or prepared is None:
+            exc = self.setup_error
+            failure = (Failure.STAGING_ERROR if isinstance(exc, StagingError)
+                       else Failure.CONTAINER_ERROR if isinstance(exc, TaskSetupError) and exc.container
+                       else Failure.SETUP_ERROR)
+            record.update(status="failed", failure=str(failure), error=f"{type(exc).__name__}: {exc}", exitcode=None,
+                          end_time=iso(time.time()), duration=0.0, realtime=0.0, usage=[], outputs=[],
+                          missing_outputs=[])
+            place.finish_logs(self.emit, spec.task, spec.attempt, self.context)
+            return record
+        record.update(self.running.figures())
+        outputs, missing = find_outputs(prepared, place.workdir)
+        record.update(failure=_failure(record, prepared, missing), outputs=outputs, missing_outputs=missing,
+                      exit_description=self.builder.describe_exit(record["exitcode"]),
+                      usage=[list(s) for s in self.running.sampler.samples])
+        _keep_outputs(spec, place, outputs, record)
+        record["status"] = "failed" if record["failure"] else "succeeded"
         return record
-    record.update(figures)
-    outputs, missing = find_outputs(prepared, place.workdir)
-    record.update(failure=_failure(record, prepared, missing), outputs=outputs, missing_outputs=missing,
-                  exit_description=builder.describe_exit(record["exitcode"]), usage=[list(s) for s in samples])
-    _keep_outputs(spec, place, outputs, record)
-    record["status"] = "failed" if record["failure"] else "succeeded"
-    return record
 
 
 # -- data staging (clowdr.staging): --s3 data in before the tool, declared outputs out after it ---------------
@@ -369,89 +418,102 @@ class LogShipper:
             os.remove(path)
 
 
-def _spawn_and_measure(prepared: Prepared, place: Place, spec: TaskSpec, emit: Emit,
-                       context: RunContext) -> tuple[list[Sample], dict[str, Any]]:
-    """Spawn (through this process's spawner, whose small size makes the tool's peak RSS true), sample until
-    the tool exits, and take exact CPU time, peak RSS and block I/O from its ``wait4``."""
-    task, attempt, sampling = spec.task, spec.attempt, context.sampling
-    env = _environments.get(context.key)
-    if env is None:
-        env = _environments[context.key] = dict(os.environ)
-    if prepared.env:
-        env = {**env, **prepared.env}
-    # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's, unless
-    # the worker's own cgroup holds it to its memory already (a batch job's: clowdr.limits)
-    held = held_to(spec.memory)
-    spawner = Spawner.get()
-    lock = place.hold(task, context.earlier_attempt_wait)
-    cgroup = (None if prepared.cidfile or held else
-              TaskCgroup.create(f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}", spec.memory))
-    oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
-    container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
-    try:
-        with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
-            shipper = place.shipper(emit, task, attempt, context)
-            started = time.perf_counter()
-            argv = cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
-            tool = spawner.start(argv, place.workdir, env, out.fileno(), err.fileno(),
-                                 keep=() if lock is None else (lock,), cgroup=str(cgroup.path) if cgroup else None,
-                                 container=container, files=(prepared.cidfile,) if prepared.cidfile else ())
-    except BaseException:          # nothing started
-        if cgroup is not None:
-            cgroup.remove()
-        raise
-    finally:
-        _close(lock)               # the tool's processes hold it now: the lock lasts as long as any of them
-    with _running_lock:
-        _running[tool.pid] = (context.key, container)
-        withdrawn = context.key in _stopped_launches
-    if withdrawn:               # its launch was stopped while it started: it goes the way the others went
-        os.killpg(tool.pid, signal.SIGTERM)
-    target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(tool.pid)
-    sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
-                      sampling["first-interval"], sampling["max-interval"])
-    if shipper is not None:
-        shipper.start()
-    try:
-        sampler.sample_until(tool.ended)
-        status, usage = tool.result()
-    finally:
-        _running.pop(tool.pid, None)
-    ended = time.perf_counter()
-    code = os.waitstatus_to_exitcode(status)
-    if shipper is not None:
-        shipper.finish()
-    wall_end = time.time()
-    realtime = ended - started
-    samples = sampler.samples
-    figures: dict[str, Any] = {
-        "exitcode": code, "signal": _signal_of(code),
-        "end_time": iso(wall_end), "duration": round(realtime, 6), "realtime": round(realtime, 6),
-        "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
-        "samples": len(samples), "memory_limit": spec.memory,
-        **_memory_verdict(cgroup, code, oom_kills_before, spec.memory if held else None),
-    }
-    sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
-    if prepared.cidfile:
-        figures.update(_container_figures(sampler, prepared.cidfile, sampled_peak, realtime))
-        _cleanup(prepared.cidfile, prepared.script)
-        return samples, figures
-    cpu = usage.user_time + usage.system_time
-    # wait4's peak is its largest single process's; a sample sums the whole tree. A tool whose processes all
-    # stayed within the spawner's own size and that no sample saw larger: that size stands as an upper bound.
-    measured_peak = max(usage.peak_rss or 0, sampled_peak or 0)
-    figures.update(
-        peak_rss=max(measured_peak, usage.floor), peak_rss_upper_bound=measured_peak <= usage.floor,
-        # a tool's address space holds at least what was resident: a late peak the samples missed counts
-        peak_vmem=max(figures["peak_vmem"] or 0, measured_peak) or None,
-        user_time=round(usage.user_time, 6), system_time=round(usage.system_time, 6), cpu_time=round(cpu, 6),
-        cpu_percent=round(cpu / realtime * 100, 1) if realtime > 0 else None,
-        read_bytes=max(usage.read_blocks * 512, max((s.read_bytes for s in samples), default=0)),
-        write_bytes=max(usage.write_blocks * 512, max((s.write_bytes for s in samples), default=0)),
-        measured="process-tree",
-    )
-    _cleanup(prepared.script)
-    return samples, figures
+class Running:
+    """A tool started through this process's spawner (whose small size makes the tool's peak RSS true): sampled
+    until it exits, then measured exactly from its ``wait4``."""
+
+    def __init__(self, tool: Tool, sampler: Sampler, shipper: "LogShipper | None", prepared: Prepared,
+                 spec: TaskSpec, cgroup: TaskCgroup | None, held: int | None, oom_kills_before: int | None) -> None:
+        self.tool, self.sampler, self.shipper, self.prepared, self.spec = tool, sampler, shipper, prepared, spec
+        self.cgroup, self.held, self.oom_kills_before = cgroup, held, oom_kills_before
+
+    @classmethod
+    def start(cls, prepared: Prepared, place: Place, spec: TaskSpec, emit: Emit, context: RunContext) -> "Running":
+        task, attempt, sampling = spec.task, spec.attempt, context.sampling
+        env = _environments.get(context.key)
+        if env is None:
+            env = _environments[context.key] = dict(os.environ)
+        if prepared.env:
+            env = {**env, **prepared.env}
+        # a container is the engine's to hold (and to limit: container-opts --memory); a host tool, its cgroup's,
+        # unless the worker's own cgroup holds it to its memory already (a batch job's: clowdr.limits)
+        held = held_to(spec.memory)
+        spawner = Spawner.get()
+        lock = place.hold(task, context.earlier_attempt_wait)
+        cgroup = (None if prepared.cidfile or held else
+                  TaskCgroup.create(f"clowdr-{os.getpid()}-{task}-{attempt}-{time.monotonic_ns()}", spec.memory))
+        oom_kills_before = None if cgroup else oom_kills()     # a cgroup counts its own OOM kills
+        container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
+        try:
+            with open(place.stdout, "wb") as out, open(place.stderr, "wb") as err:
+                shipper = place.shipper(emit, task, attempt, context)
+                started = time.perf_counter()
+                argv = cgroup.shell(prepared.launch) if cgroup else ["/bin/sh", "-c", prepared.launch]
+                tool = spawner.start(argv, place.workdir, env, out.fileno(), err.fileno(),
+                                     keep=() if lock is None else (lock,), cgroup=str(cgroup.path) if cgroup else None,
+                                     container=container, files=(prepared.cidfile,) if prepared.cidfile else ())
+        except BaseException:          # nothing started
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        finally:
+            _close(lock)               # the tool's processes hold it now: the lock lasts as long as any of them
+        with _running_lock:
+            _running[tool.pid] = (context.key, container)
+            withdrawn = context.key in _stopped_launches
+        if withdrawn:               # its launch was stopped while it started: it goes the way the others went
+            os.killpg(tool.pid, signal.SIGTERM)
+        target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(tool.pid)
+        sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
+                          sampling["first-interval"], sampling["max-interval"])
+        if shipper is not None:
+            shipper.start()
+        return cls(tool, sampler, shipper, prepared, spec, cgroup, spec.memory if held else None, oom_kills_before)
+
+    def wait(self) -> None:
+        """Until the tool has ended (its logs whole, wherever they go)."""
+        try:
+            self.sampler.sample_until(self.tool.ended)
+            self.status, self.usage = self.tool.result()
+        finally:
+            _running.pop(self.tool.pid, None)
+        self.realtime = time.perf_counter() - self.sampler.started
+        self.end_time = iso(time.time())
+        if self.shipper is not None:
+            self.shipper.finish()
+
+    def figures(self) -> dict[str, Any]:
+        """What the tool did: exit, times, peaks, I/O, and whether it was killed for its memory."""
+        code, realtime, samples, usage = (os.waitstatus_to_exitcode(self.status), self.realtime,
+                                          self.sampler.samples, self.usage)
+        figures: dict[str, Any] = {
+            "exitcode": code, "signal": _signal_of(code),
+            "end_time": self.end_time, "duration": round(realtime, 6), "realtime": round(realtime, 6),
+            "peak_vmem": max((int(s.vmem * MIB) for s in samples), default=None),
+            "samples": len(samples), "memory_limit": self.spec.memory,
+            **_memory_verdict(self.cgroup, code, self.oom_kills_before, self.held),
+        }
+        sampled_peak = max((int(s.ram * MIB) for s in samples), default=None)
+        if self.prepared.cidfile:
+            figures.update(_container_figures(self.sampler, self.prepared.cidfile, sampled_peak, realtime))
+            _cleanup(self.prepared.cidfile, self.prepared.script)
+            return figures
+        cpu = usage.user_time + usage.system_time
+        # wait4's peak is its largest single process's; a sample sums the whole tree. A tool whose processes all
+        # stayed within the spawner's own size and that no sample saw larger: that size stands as an upper bound.
+        measured_peak = max(usage.peak_rss or 0, sampled_peak or 0)
+        figures.update(
+            peak_rss=max(measured_peak, usage.floor), peak_rss_upper_bound=measured_peak <= usage.floor,
+            # a tool's address space holds at least what was resident: a late peak the samples missed counts
+            peak_vmem=max(figures["peak_vmem"] or 0, measured_peak) or None,
+            user_time=round(usage.user_time, 6), system_time=round(usage.system_time, 6), cpu_time=round(cpu, 6),
+            cpu_percent=round(cpu / realtime * 100, 1) if realtime > 0 else None,
+            read_bytes=max(usage.read_blocks * 512, max((s.read_bytes for s in samples), default=0)),
+            write_bytes=max(usage.write_blocks * 512, max((s.write_bytes for s in samples), default=0)),
+            measured="process-tree",
+        )
+        _cleanup(self.prepared.script)
+        return figures
 
 
 def _signal_of(code: int) -> str | None:
