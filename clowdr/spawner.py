@@ -174,39 +174,61 @@ class Spawner:
               keep: tuple[int, ...] = (), cgroup: str | None = None, container: tuple[str, str] | None = None,
               files: tuple[str, ...] = ()) -> "Tool":
         """Start ``argv`` in a session of its own (stdin /dev/null; ``keep`` inherited; in ``cgroup``, if any).
-        ``container`` (engine, cid file) and ``files`` are what to kill and remove if this worker dies first."""
+        ``container`` (engine, cid file) and ``files`` are what to kill and remove if this worker dies first.
+
+        Returns once the request is sent (the descriptors may be closed then): the caller may do other work
+        while the tool starts, and learns its pid, or why it could not start, from ``Tool.pid``."""
         line = self._line()
         try:
             send(line.sock, {"argv": argv, "cwd": cwd, "env": env, "cgroup": cgroup, "container": container,
                              "files": list(files)}, (stdout, stderr, *keep))
-            reply = line.next()
         except OSError as exc:
-            reply = None if exc.errno in (errno.EPIPE, errno.ECONNRESET) else {"error": str(exc)}
-        if reply is None:
-            self._lines.frames = None
-            raise SpawnError(f"the process that starts tools has ended ({self._process.poll()})")
-        if "error" in reply:
-            raise SpawnError(reply["error"])
-        return Tool(reply["pid"], line)
+            self._lost(exc)
+        return Tool(self, line)
+
+    def _lost(self, exc: OSError | None) -> None:
+        """The spawner is gone (or the line to it broken): SpawnError; the next tool gets a new one."""
+        if exc is not None and exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise SpawnError(f"cannot reach the process that starts tools: {exc}") from exc
+        self._lines.frames = None
+        raise SpawnError(f"the process that starts tools has ended ({self._process.poll()})")
 
 
 class Tool:
-    """A tool the spawner started: its pid, and its end as the spawner reports it."""
+    """A tool the spawner was asked to start: its pid once it has started, and its end as the spawner reports it."""
 
-    def __init__(self, pid: int, line: Frames) -> None:
-        self.pid = pid
+    def __init__(self, spawner: Spawner, line: Frames) -> None:
+        self._spawner = spawner
         self._line = line
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """The tool's pid, waiting for the spawner's answer the first time; SpawnError if it could not start."""
+        if self._pid is None:
+            try:
+                reply = self._line.next()
+            except OSError as exc:
+                self._spawner._lost(exc)
+            if reply is None:
+                self._spawner._lost(None)
+            if "error" in reply:
+                raise SpawnError(reply["error"])
+            self._pid = int(reply["pid"])
+        return self._pid
 
     def ended(self, seconds: float | None) -> bool:
         """Whether the tool has ended, waiting up to ``seconds`` to know."""
+        self.pid                                    # its start is answered first, on the same line
         return self._line.ready(seconds)
 
     def result(self) -> tuple[int, Usage]:
         """The tool's wait status and usage, waiting for its end; SpawnError if the spawner died first (the
         tool's process group is then killed here: nothing of it outlives its attempt)."""
+        pid = self.pid
         reply = self._line.next()
         if reply is None:
-            kill_group(self.pid)
+            kill_group(pid)
             raise SpawnError("the process that started the tool ended before the tool did")
         return reply["status"], Usage(*reply["usage"])
 

@@ -258,10 +258,11 @@ class Attempt:
             place.finish_logs(self.emit, spec.task, spec.attempt, self.context)
             return record
         record.update(self.running.figures())
+        samples = self.running.sampler.samples if self.running.sampler else []
         outputs, missing = find_outputs(prepared, place.workdir)
         record.update(failure=_failure(record, prepared, missing), outputs=outputs, missing_outputs=missing,
                       exit_description=self.builder.describe_exit(record["exitcode"]),
-                      usage=[list(s) for s in self.running.sampler.samples])
+                      usage=[list(row) for row in samples])
         _keep_outputs(spec, place, outputs, record)
         record["status"] = "failed" if record["failure"] else "succeeded"
         return record
@@ -422,14 +423,18 @@ class Running:
     """A tool started through this process's spawner (whose small size makes the tool's peak RSS true): sampled
     until it exits, then measured exactly from its ``wait4``."""
 
-    def __init__(self, tool: Tool, sampler: Sampler, shipper: "LogShipper | None", prepared: Prepared,
-                 spec: TaskSpec, cgroup: TaskCgroup | None, held: int | None, oom_kills_before: int | None) -> None:
-        self.tool, self.sampler, self.shipper, self.prepared, self.spec = tool, sampler, shipper, prepared, spec
-        self.cgroup, self.held, self.oom_kills_before = cgroup, held, oom_kills_before
+    def __init__(self, tool: Tool, started: float, prepared: Prepared, spec: TaskSpec, emit: Emit,
+                 context: RunContext, shipper: "LogShipper | None", cgroup: TaskCgroup | None, held: int | None,
+                 oom_kills_before: int | None) -> None:
+        self.tool, self.started, self.prepared, self.spec, self.emit, self.context = (tool, started, prepared, spec,
+                                                                                      emit, context)
+        self.shipper, self.cgroup, self.held, self.oom_kills_before = shipper, cgroup, held, oom_kills_before
+        self.sampler: Sampler | None = None
 
     @classmethod
     def start(cls, prepared: Prepared, place: Place, spec: TaskSpec, emit: Emit, context: RunContext) -> "Running":
-        task, attempt, sampling = spec.task, spec.attempt, context.sampling
+        """Ask the spawner to start the tool; ``wait`` learns whether it did."""
+        task, attempt = spec.task, spec.attempt
         env = _environments.get(context.key)
         if env is None:
             env = _environments[context.key] = dict(os.environ)
@@ -457,33 +462,44 @@ class Running:
                 cgroup.remove()
             raise
         finally:
-            _close(lock)               # the tool's processes hold it now: the lock lasts as long as any of them
-        with _running_lock:
-            _running[tool.pid] = (context.key, container)
-            withdrawn = context.key in _stopped_launches
-        if withdrawn:               # its launch was stopped while it started: it goes the way the others went
-            os.killpg(tool.pid, signal.SIGTERM)
-        target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(tool.pid)
-        sampler = Sampler(target, started, lambda rows: emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
-                          sampling["first-interval"], sampling["max-interval"])
-        if shipper is not None:
-            shipper.start()
-        return cls(tool, sampler, shipper, prepared, spec, cgroup, spec.memory if held else None, oom_kills_before)
+            _close(lock)               # sent with the request: the tool's processes will hold it as long as they last
+        return cls(tool, started, prepared, spec, emit, context, shipper, cgroup, spec.memory if held else None,
+                   oom_kills_before)
 
     def wait(self) -> None:
-        """Until the tool has ended (its logs whole, wherever they go)."""
+        """Until the tool has ended (its logs whole, wherever they go); SpawnError if it never started."""
+        task, attempt, context, prepared = self.spec.task, self.spec.attempt, self.context, self.prepared
         try:
-            self.sampler.sample_until(self.tool.ended)
+            pid = self.tool.pid
+        except BaseException:          # nothing started
+            if self.cgroup is not None:
+                self.cgroup.remove()
+            raise
+        container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
+        with _running_lock:
+            _running[pid] = (context.key, container)
+            withdrawn = context.key in _stopped_launches
+        if withdrawn:               # its launch was stopped while it started: it goes the way the others went
+            os.killpg(pid, signal.SIGTERM)
+        target = DockerContainer(prepared.cidfile) if prepared.cidfile else ProcessTree(pid)
+        sampler = self.sampler = Sampler(
+            target, self.started, lambda rows: self.emit(Usage(task, attempt, [list(r) for r in rows]).to_wire()),
+            context.sampling["first-interval"], context.sampling["max-interval"])
+        if self.shipper is not None:
+            self.shipper.start()
+        try:
+            sampler.sample_until(self.tool.ended)
             self.status, self.usage = self.tool.result()
         finally:
-            _running.pop(self.tool.pid, None)
-        self.realtime = time.perf_counter() - self.sampler.started
+            _running.pop(pid, None)
+        self.realtime = time.perf_counter() - self.started
         self.end_time = iso(time.time())
         if self.shipper is not None:
             self.shipper.finish()
 
     def figures(self) -> dict[str, Any]:
         """What the tool did: exit, times, peaks, I/O, and whether it was killed for its memory."""
+        assert self.sampler is not None, "figures of a tool not waited for"
         code, realtime, samples, usage = (os.waitstatus_to_exitcode(self.status), self.realtime,
                                           self.sampler.samples, self.usage)
         figures: dict[str, Any] = {

@@ -57,9 +57,9 @@ def test_a_tool_that_cannot_start_is_a_spawn_error_saying_why(tmp_path):
     with open(tmp_path / "out", "wb") as out:
         with pytest.raises(SpawnError, match=f"cannot enter the working directory {tmp_path}/absent: No such file"):
             Spawner.get().start(["/bin/sh", "-c", "true"], str(tmp_path / "absent"), dict(os.environ), out.fileno(),
-                                out.fileno())
+                                out.fileno()).pid
         with pytest.raises(SpawnError, match="cannot run /no/such/program: No such file"):
-            Spawner.get().start(["/no/such/program"], str(tmp_path), dict(os.environ), out.fileno(), out.fileno())
+            Spawner.get().start(["/no/such/program"], str(tmp_path), dict(os.environ), out.fileno(), out.fileno()).pid
     assert run(["/bin/sh", "-c", "echo still here"], tmp_path)[2] == "still here\n"
 
 
@@ -115,6 +115,7 @@ def test_a_spawner_that_dies_ends_its_attempt_with_an_error_and_the_next_tool_ge
         tool = Spawner.get().start(["/bin/sh", "-c", "sleep 60"], str(tmp_path), dict(os.environ), out.fileno(),
                                    out.fileno())
     first = Spawner.get()._process
+    assert tool.pid                                                    # started
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     with pytest.raises(SpawnError, match="ended before the tool did"):
