@@ -175,13 +175,25 @@ def _encode_value(value: Any) -> str:
     return _encode(value)
 
 
+_key_texts: dict[str, str] = {}
+
+
+def _key_text(key: Any) -> str:
+    """``  "key": `` -- records share their keys: each is encoded once (up to a few thousand of them)."""
+    text = _key_texts.get(key) if type(key) is str else None
+    if text is None:
+        text = f"  {_encode_string(str(key))}: "
+        if type(key) is str and len(_key_texts) < 4096:
+            _key_texts[key] = text
+    return text
+
+
 def write_json(path: Path | str, data: Any) -> None:
     """An object is written a key per line, each value on its line: as readable as an indented file for the
     flat records clowdr keeps (a usage series stays one line instead of one number per line), and written by
     json's C encoder, which ``indent`` turns off (a 100,000-task --setup spent a fifth of its time indenting)."""
     if isinstance(data, dict) and data:
-        text = "{\n" + ",\n".join(f"  {_encode_string(str(key))}: {_encode_value(value)}"
-                                   for key, value in data.items()) + "\n}\n"
+        text = "{\n" + ",\n".join([_key_text(key) + _encode_value(value) for key, value in data.items()]) + "\n}\n"
     else:
         text = _encode(data) + "\n"
     write_atomic(path, text)
@@ -383,22 +395,19 @@ class RunDir:
         """Write the usage series and the summary of a finished attempt (atomically, usage first); return the
         summary. ``history`` says how earlier attempts of the same launch ended."""
         record = dict(record)
-        self.write_usage(n, record.pop("usage", []))
+        prefix = f"{self._meta}/task-{n}-"          # strings: this runs for every task, in the client
+        write_atomic(prefix + "usage.csv", usage_csv(record.pop("usage", [])))
         summary = dict(ORIGINAL_KEYS)
         summary.update(record)
-        summary.update(
-            submit_time=iso(submit_time) if submit_time else summary.get("start_time"),
-            stdout=str(self.file(n, "stdout.txt")), stderr=str(self.file(n, "stderr.txt")),
-            usage=str(self.file(n, "usage.csv")),
-        )
+        summary.update(submit_time=iso(submit_time) if submit_time else summary.get("start_time"),
+                       stdout=prefix + "stdout.txt", stderr=prefix + "stderr.txt", usage=prefix + "usage.csv")
         if history:
             summary["previous_attempts_ended"] = list(history)
-        for name in ("stdout.txt", "stderr.txt"):
-            path = self.file(n, name)
-            if not path.exists():
+        for path in (summary["stdout"], summary["stderr"]):
+            if not os.path.exists(path):
                 with recording(path):
-                    path.touch()
-        self.write_summary(n, summary)
+                    open(path, "ab").close()
+        write_json(prefix + "summary.json", summary)
         return summary
 
     def write_lost_attempt(self, n: int, ended: dict[str, Any], submit_time: float) -> None:
