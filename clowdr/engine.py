@@ -248,7 +248,7 @@ def _close_record(run: RunDir, monitor: Monitor, status: str, stop: threading.Ev
 
 def _stop_tools(client: Any, launch: str) -> None:
     """Stop what the launch runs on every worker, and what its parcels would start next; a worker that cannot be
-    reached has died, and its guard stopped its tools."""
+    reached has died, and its spawner stopped its tools."""
     from clowdr.worker import stop_running_tools
 
     try:

@@ -385,7 +385,7 @@ class WorkerKeeper:
         self._stop.set()
 
 
-#: workers load clowdr's worker module (its guard, the version check) before taking tasks
+#: workers load clowdr's worker module (its spawner, the version check) before taking tasks
 WORKER_ARGS = ["--preload-nanny", "clowdr.cloudworker", "--preload", "clowdr.cloudworker"]
 
 
