@@ -141,9 +141,11 @@ def run_group(specs: list[dict[str, Any]], context: RunContext) -> list[dict[str
     for wire in specs:
         if context.key in _stopped_launches:
             break                  # the launch is being stopped: the rest of the parcel is withdrawn with it
-        attempt = Attempt.begin(TaskSpec.from_wire(wire), builder, emit, context, job_id)
-        if ended is not None:
-            records.append(_recorded(ended, emit, context, job_id))
+        try:
+            attempt = Attempt.begin(TaskSpec.from_wire(wire), builder, emit, context, job_id)
+        finally:                   # recorded even if this worker cannot set the next one up at all
+            if ended is not None:
+                records.append(_recorded(ended, emit, context, job_id))
         attempt.wait()
         ended = attempt
     if ended is not None:
