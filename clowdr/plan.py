@@ -423,10 +423,15 @@ def expand(tool: Tool, invocation_path: str | Path, options: Options) -> Iterato
                 for inv, name in _sweep(tool, base, Path(stem).stem, options.sweep, where)
             )
     rest = iter(derived)
-    first = list(itertools.islice(rest, 2))                   # a lone task's faults name its file only
+    first = list(itertools.islice(rest, 2))
     for index, (invocation, name, where, dataloc) in enumerate(itertools.chain(first, rest)):
-        tool.check_invocation(invocation, where if len(first) == 1 else f"{where} ({name})")
+        tool.check_invocation(invocation, fault_location(where, name, alone=len(first) == 1))
         yield TaskPlan(index, invocation, name, dataloc)
+
+
+def fault_location(where: str, name: str, alone: bool) -> str:
+    """How a task's fault names it: its file, and its name there unless it is the run's only task."""
+    return where if alone else f"{where} ({name})"
 
 
 def _bids_tasks(invocation: dict[str, Any], path: Path, dataloc: str) -> Iterable[tuple[dict[str, Any], str, list[str]]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from clowdr.errors import InputError, RecordError
-from clowdr.plan import TaskPlan, Tool, group, load_json, load_tool
+from clowdr.plan import TaskPlan, Tool, fault_location, group, load_json, load_tool
 
 CHUNK = 500                         # invocations per message to a worker
 _tool: Tool | None = None           # in a worker: the launch's tool, loaded once
@@ -36,7 +36,8 @@ def worth_spreading(count: int) -> bool:
 def validated(tool: Tool, files: list[Path], dataloc: list[str]) -> Iterator[TaskPlan]:
     """The tasks of a directory of invocation files, in order, each validated as ``Tool.check_invocation`` does;
     InputError for the first fault."""
-    chunks = group(((index, str(path), f"{path} ({path.name})") for index, path in enumerate(files)), CHUNK)
+    chunks = group(((index, str(path), fault_location(str(path), path.name, alone=False))
+                    for index, path in enumerate(files)), CHUNK)
     for result in _in_order(_validate_chunk, chunks, str(tool.path), dataloc):
         if isinstance(result, str):
             raise InputError("", result)
