@@ -263,16 +263,28 @@ def remove_cgroup(path: str) -> None:
         pass
 
 
+def container_id(cidfile: str) -> str | None:
+    """The id the container engine wrote to its ``--cidfile`` once the container existed (None: not yet, or never)."""
+    try:
+        with open(cidfile) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def kill_container(engine: str, found: str, timeout: float) -> None:
+    import subprocess
+
+    try:
+        subprocess.run([engine, "kill", found], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
 def stop_everything(pgid: int, container: list[str] | None, files: list[str], cgroup: str | None) -> None:
     """What a worker that died leaves of a tool: the files first (once the processes are gone, nothing of
     theirs is left either), its process group, its cgroup, its container."""
-    container_id = None
-    if container:
-        try:
-            with open(container[1]) as handle:
-                container_id = handle.read().strip() or None
-        except OSError:
-            pass
+    found = container_id(container[1]) if container else None
     for path in files:
         try:
             os.remove(path)
@@ -281,14 +293,8 @@ def stop_everything(pgid: int, container: list[str] | None, files: list[str], cg
     kill_group(pgid)
     if cgroup:
         remove_cgroup(cgroup)
-    if container and container_id:
-        import subprocess
-
-        try:
-            subprocess.run([container[0], "kill", container_id], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=60)
-        except (OSError, subprocess.SubprocessError):
-            pass
+    if container and found:
+        kill_container(container[0], found, timeout=60)
 
 
 # -- the spawner's side --------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,7 +32,7 @@ from clowdr.command import CommandBuilder, ContainerOptions, Prepared, TaskSetup
 from clowdr.limits import TaskCgroup, held_to, oom_kills  # noqa: E402
 from clowdr.protocol import Ended, Failure, LogChunk, RunContext, Started, TaskSpec, Usage  # noqa: E402
 from clowdr.sampling import MIB, DockerContainer, ProcessTree, Sampler  # noqa: E402
-from clowdr.spawner import Spawner, SpawnError, Tool  # noqa: E402
+from clowdr.spawner import Spawner, SpawnError, Tool, container_id, kill_container  # noqa: E402
 from clowdr.staging import Staging, StagingError, keep_outputs, stage_in  # noqa: E402
 from clowdr.timestamps import iso  # noqa: E402
 
@@ -68,13 +67,9 @@ def stop_running_tools(launch: str | None = None) -> int:
         running = [(pgid, container) for pgid, (key, container) in _running.items() if launch in (None, key)]
     stopped = 0
     for pgid, container in running:
-        if container:
-            docker, cidfile = container
-            try:
-                with open(cidfile) as handle:
-                    subprocess.run([docker, "kill", handle.read().strip()], capture_output=True, timeout=30)
-            except (OSError, subprocess.SubprocessError):
-                pass
+        found = container_id(container[1]) if container else None
+        if container and found:
+            kill_container(container[0], found, timeout=30)
         try:
             os.killpg(pgid, signal.SIGTERM)
             stopped += 1
@@ -571,18 +566,13 @@ def _container_figures(sampler: Sampler, cidfile: str, sampled_peak: int | None,
     """A container is measured through its cgroup; the docker client's own usage is not the tool's. Its id is
     what docker wrote to the cidfile once the container existed (none: the engine failed before that)."""
     last = sampler.last
-    try:
-        with open(cidfile) as handle:
-            container_id = handle.read().strip() or None
-    except OSError:
-        container_id = None
     cpu = round(last.cpu_seconds, 6) if last else None
     return {
         "cpu_time": cpu, "user_time": None, "system_time": None,
         "cpu_percent": round(cpu / realtime * 100, 1) if cpu is not None and realtime > 0 else None,
         "peak_rss": sampled_peak, "read_bytes": last.read_bytes if last else None,
         "write_bytes": last.write_bytes if last else None,
-        "container_id": container_id, "measured": "container-cgroup",
+        "container_id": container_id(cidfile), "measured": "container-cgroup",
     }
 
 
