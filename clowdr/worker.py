@@ -421,11 +421,12 @@ class Running:
     until it exits, then measured exactly from its ``wait4``."""
 
     def __init__(self, tool: Tool, started: float, prepared: Prepared, spec: TaskSpec, emit: Emit,
-                 context: RunContext, shipper: "LogShipper | None", cgroup: TaskCgroup | None, held: int | None,
-                 oom_kills_before: int | None) -> None:
+                 context: RunContext, shipper: "LogShipper | None", cgroup: TaskCgroup | None,
+                 container: tuple[str, str] | None, held: int | None, oom_kills_before: int | None) -> None:
         self.tool, self.started, self.prepared, self.spec, self.emit, self.context = (tool, started, prepared, spec,
                                                                                       emit, context)
-        self.shipper, self.cgroup, self.held, self.oom_kills_before = shipper, cgroup, held, oom_kills_before
+        self.shipper, self.cgroup, self.container = shipper, cgroup, container
+        self.held, self.oom_kills_before = held, oom_kills_before
         self.sampler: Sampler | None = None
 
     @classmethod
@@ -460,8 +461,8 @@ class Running:
             raise
         finally:
             _close(lock)               # sent with the request: the tool's processes will hold it as long as they last
-        return cls(tool, started, prepared, spec, emit, context, shipper, cgroup, spec.memory if held else None,
-                   oom_kills_before)
+        return cls(tool, started, prepared, spec, emit, context, shipper, cgroup, container,
+                   spec.memory if held else None, oom_kills_before)
 
     def wait(self) -> None:
         """Until the tool has ended (its logs whole, wherever they go); SpawnError if it never started."""
@@ -472,9 +473,8 @@ class Running:
             if self.cgroup is not None:
                 self.cgroup.remove()
             raise
-        container = (prepared.container_engine or "docker", prepared.cidfile) if prepared.cidfile else None
         with _running_lock:
-            _running[pid] = (context.key, container)
+            _running[pid] = (context.key, self.container)
             withdrawn = context.key in _stopped_launches
         if withdrawn:               # its launch was stopped while it started: it goes the way the others went
             os.killpg(pid, signal.SIGTERM)
